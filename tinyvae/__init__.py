@@ -1,0 +1,28 @@
+"""tinyvae: autoencoders and variational autoencoders from scratch, every backward pass written by hand.
+
+    import tinyvae as tv
+    tv.use("numpy")            # or "cupy" for a GPU, or "strict" to test that no code escapes the backend
+    layer = tv.Dense(784, 400)
+"""
+from . import backend, datasets, gradcheck, losses, models, optim
+from .activations import ACTIVATIONS, Identity, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh, get_activation
+from .backend import (
+    BackendUnavailable,
+    Generator,
+    as_generator,
+    asarray,
+    backend_name,
+    default_dtype,
+    get_xp,
+    seed,
+    set_default_dtype,
+    to_numpy,
+    use,
+)
+from .layers import Dense
+from .models import VAE, Autoencoder, DenoisingAutoencoder, LossParts
+from .module import Module, Parameter, Sequential
+from .optim import SGD, Adam, clip_grad_norm
+from .reparam import Reparameterize
+
+__version__ = "0.1.0"

@@ -1,0 +1,273 @@
+"""The array-module switch: the only module that imports NumPy or CuPy for array math.
+
+Every other file asks this one for the active array module (``get_xp()``) and for arrays made on the active
+device (``zeros``, ``asarray``, ``Generator``), so one call switches the whole library:
+
+    tinyvae.use("numpy")    # the default: NumPy on the CPU
+    tinyvae.use("cupy")     # CuPy on a CUDA GPU
+    tinyvae.use("strict")   # array-api-strict arrays on a virtual non-CPU device (a CPU-only test backend)
+
+``TINYVAE_BACKEND`` (numpy | cupy | strict) and ``TINYVAE_DTYPE`` (float32 | float64) are read at import.
+
+The "strict" backend exists to prove the CuPy path clean without a GPU: its arrays live on
+``array_api_strict.Device("device1")``, so a stray ``numpy`` call, an implicit host conversion, or an array
+created without going through this module (and so on the wrong device) raises instead of silently working.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+BACKENDS = ("numpy", "cupy", "strict")
+DTYPES = ("float32", "float64")
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run here (a package or a device is missing)."""
+
+
+class _State:
+    name = "numpy"
+    xp = np
+    device = None          # array_api_strict.Device for "strict"; None elsewhere (the current device)
+    array_type = np.ndarray
+    dtype = "float32"      # the default floating dtype, by name
+    rng = None             # the global generator, made lazily for the active backend
+
+
+_state = _State()
+
+
+def _load_cupy():
+    try:
+        import cupy
+    except ImportError as err:
+        raise BackendUnavailable(
+            "backend 'cupy': CuPy is not installed. Install it with pip install 'tinyvae[gpu]' "
+            "(CuPy for CUDA 12) or pip install cupy-cuda13x (CUDA 13), or use tinyvae.use('numpy')."
+        ) from err
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+        reason = "no CUDA device is visible"
+    except Exception as err:  # CUDARuntimeError, a missing driver library, ...
+        count, reason = 0, f"the CUDA runtime reports: {err}"
+    if count == 0:
+        raise BackendUnavailable(
+            f"backend 'cupy': CuPy is installed but found no usable CUDA device ({reason}). Check the GPU "
+            "driver with nvidia-smi and CUDA_VISIBLE_DEVICES, or use tinyvae.use('numpy')."
+        )
+    return cupy
+
+
+def _load_strict():
+    try:
+        import array_api_strict
+    except ImportError as err:
+        raise BackendUnavailable(
+            "backend 'strict': array-api-strict is not installed. Install it with pip install 'tinyvae[test]'."
+        ) from err
+    return array_api_strict
+
+
+def use(name: str) -> None:
+    """Make ``name`` ("numpy", "cupy" or "strict") the active backend for every array tinyvae creates."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}: expected one of {', '.join(BACKENDS)}")
+    if name == "numpy":
+        xp, device, array_type = np, None, np.ndarray
+    elif name == "cupy":
+        xp = _load_cupy()
+        device, array_type = None, xp.ndarray
+    else:
+        xp = _load_strict()
+        device = xp.Device("device1")
+        array_type = type(xp.asarray(0.0, device=device))
+    _state.name, _state.xp, _state.device, _state.array_type = name, xp, device, array_type
+    _state.rng = None
+
+
+def get_xp():
+    """The active array module: numpy, cupy or array_api_strict."""
+    return _state.xp
+
+
+def backend_name() -> str:
+    return _state.name
+
+
+def set_default_dtype(dtype) -> None:
+    """Set the floating dtype that layers, models and ``asarray`` use when given none ("float32" or "float64")."""
+    _state.dtype = dtype_name(dtype)
+
+
+def default_dtype():
+    """The default floating dtype as an object of the active array module."""
+    return getattr(_state.xp, _state.dtype)
+
+
+def dtype_name(dtype) -> str:
+    """'float32' or 'float64' for any spelling of those dtypes (string, NumPy, CuPy or array-api-strict)."""
+    if dtype is None:
+        return _state.dtype
+    name = dtype if isinstance(dtype, str) else str(getattr(dtype, "name", None) or dtype)
+    name = name.rsplit(".", 1)[-1].strip("'>")  # "<class 'numpy.float32'>", "array_api_strict.float64"
+    if name not in DTYPES:
+        raise ValueError(f"unsupported dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    return name
+
+
+def resolve_dtype(dtype=None):
+    """The active module's dtype object for ``dtype`` (None means the default)."""
+    return getattr(_state.xp, dtype_name(dtype))
+
+
+def is_array(a) -> bool:
+    """True when ``a`` is an array of the active backend (on its device)."""
+    return isinstance(a, _state.array_type)
+
+
+def is_floating(a) -> bool:
+    return a.dtype == _state.xp.float32 or a.dtype == _state.xp.float64
+
+
+def to_numpy(a) -> np.ndarray:
+    """Copy any array (NumPy, CuPy, array-api-strict, or a nested list) to a NumPy array on the host."""
+    if isinstance(a, np.ndarray):
+        return a
+    if hasattr(a, "get") and type(a).__module__.startswith("cupy"):
+        return a.get()
+    if type(a).__module__.startswith("array_api_strict"):
+        cpu = sys.modules["array_api_strict"].Device("CPU_DEVICE")
+        return np.asarray(a.to_device(cpu))
+    return np.asarray(a)
+
+
+def asarray(a, dtype=None):
+    """``a`` as an array of the active backend on its device; ``dtype`` None keeps the input's dtype.
+
+    Arrays of another backend are moved through the host, so this is also how data moves between
+    NumPy and the GPU.
+    """
+    xp = _state.xp
+    if not is_array(a):
+        a = to_numpy(a)
+    target = None if dtype is None else resolve_dtype(dtype)
+    if _state.device is not None:
+        return xp.asarray(a, dtype=target, device=_state.device)
+    return xp.asarray(a, dtype=target)
+
+
+def _place(kwargs):
+    if _state.device is not None:
+        kwargs["device"] = _state.device
+    return kwargs
+
+
+def zeros(shape, dtype=None):
+    return _state.xp.zeros(shape, **_place({"dtype": resolve_dtype(dtype)}))
+
+
+def ones(shape, dtype=None):
+    return _state.xp.ones(shape, **_place({"dtype": resolve_dtype(dtype)}))
+
+
+def empty(shape, dtype=None):
+    return _state.xp.empty(shape, **_place({"dtype": resolve_dtype(dtype)}))
+
+
+def full(shape, value, dtype=None):
+    return _state.xp.full(shape, value, **_place({"dtype": resolve_dtype(dtype)}))
+
+
+def linspace(start, stop, num, dtype=None):
+    return _state.xp.linspace(start, stop, num, **_place({"dtype": resolve_dtype(dtype)}))
+
+
+def copy(a):
+    """A new array with the same values, dtype and device."""
+    return a.copy() if _state.name == "cupy" else _state.xp.asarray(a, copy=True)
+
+
+def synchronize() -> None:
+    """Wait for queued GPU work (a no-op on the CPU backends); call before reading a timer."""
+    if _state.name == "cupy":
+        _state.xp.cuda.get_current_stream().synchronize()
+
+
+def _seed_int(seed) -> int:
+    """One 63-bit integer from an int or a tuple of ints (e.g. (seed, epoch)), stable across runs."""
+    words = list(seed) if isinstance(seed, (tuple, list)) else [seed]
+    lo, hi = (int(w) for w in np.random.SeedSequence(words).generate_state(2, dtype=np.uint32))
+    return (hi << 31) | (lo >> 1)
+
+
+class Generator:
+    """A seeded random generator whose draws land on the active backend's device.
+
+    ``seed`` is an int, a tuple of ints (``(seed, epoch)`` gives an independent stream per epoch) or None
+    (fresh entropy). The same seed gives the same numbers on the same backend.
+    """
+
+    def __init__(self, seed=None):
+        self.backend = _state.name
+        self.seed = seed
+        host_seed = None if seed is None else _seed_int(seed)
+        self._host = np.random.default_rng(host_seed)
+        # CuPy's Generator draws on the device (standard_normal, random); permutations stay on the host.
+        self._device = _state.xp.random.default_rng(host_seed) if self.backend == "cupy" else None
+
+    def _check(self):
+        if self.backend != _state.name:
+            raise RuntimeError(
+                f"this Generator was made for the {self.backend!r} backend but {_state.name!r} is active: "
+                "make a new one with tinyvae.Generator(seed) after tinyvae.use(...)"
+            )
+
+    def standard_normal(self, shape, dtype=None):
+        """Draws from N(0, 1) of the given shape."""
+        self._check()
+        dt = dtype_name(dtype)
+        if self._device is not None:
+            return self._device.standard_normal(shape, dtype=dt)
+        return asarray(self._host.standard_normal(shape, dtype=dt))
+
+    def random(self, shape, dtype=None):
+        """Draws from the uniform distribution on [0, 1)."""
+        self._check()
+        dt = dtype_name(dtype)
+        if self._device is not None:
+            return self._device.random(shape, dtype=dt)
+        return asarray(self._host.random(shape, dtype=dt))
+
+    def permutation(self, n: int):
+        """A random permutation of range(n) as an integer index array on the device (drawn on the host)."""
+        self._check()
+        return asarray(self._host.permutation(n))
+
+    def __repr__(self):
+        return f"Generator(seed={self.seed!r}, backend={self.backend!r})"
+
+
+def seed(value) -> None:
+    """Reseed the global generator that draws when a function is given ``rng=None``."""
+    _state.rng = Generator(value)
+
+
+def as_generator(rng=None) -> Generator:
+    """``rng`` as a Generator: a Generator itself, an int seed, or None for the global generator (seed 0)."""
+    if isinstance(rng, Generator):
+        rng._check()
+        return rng
+    if rng is None:
+        if _state.rng is None or _state.rng.backend != _state.name:
+            _state.rng = Generator(0)
+        return _state.rng
+    if isinstance(rng, (int, tuple)) and not isinstance(rng, bool):
+        return Generator(rng)
+    raise TypeError(f"rng must be a tinyvae.Generator, an int seed or None, not {type(rng).__name__}")
+
+
+use(os.environ.get("TINYVAE_BACKEND", "numpy").strip().lower() or "numpy")
+set_default_dtype(os.environ.get("TINYVAE_DTYPE", "float32").strip().lower() or "float32")

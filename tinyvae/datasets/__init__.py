@@ -1,0 +1,132 @@
+"""Data sets: the bundled MNIST subset, MNIST and Fashion-MNIST (downloaded and cached), or any folder of IDX files.
+
+    >>> from tinyvae import datasets
+    >>> data = datasets.load("mnist-small")   # bundled, works offline
+    >>> data.x_train.shape, data.x_train.dtype, data.y_test.shape
+    ((10000, 784), dtype('float32'), (2000,))
+
+Where ``load("mnist")`` / ``load("fashion-mnist")`` look for their files, first match wins:
+``root`` (the folder itself), ``$TINYVAE_DATA/<name>``, ``cache_dir()/<name>``. Files already there are used as
+they are (only checked structurally, so a re-encoded prefix of MNIST works); missing ones are downloaded.
+A registered name wins over a folder of the same name: write ``"./mnist"`` to mean the folder.
+"""
+# Host-only: file parsing and downloads; uses NumPy directly, never the active array backend.
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import download as _download  # aliased: load() has a `download` flag
+from .idx import read_idx
+
+__all__ = ["DATASETS", "Dataset", "cache_dir", "load", "read_idx"]
+
+DATASETS = ("mnist-small", "mnist", "fashion-mnist")
+# (split, images file, labels file); each may also be present uncompressed (without ".gz").
+_FILES = (
+    ("train", "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    ("test", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+)
+_BUNDLED = Path(__file__).parent / "data" / "mnist-small"
+
+
+@dataclass(frozen=True, eq=False, repr=False)  # eq=False: comparing arrays with == is not a bool
+class Dataset:
+    """Images flattened to float32 rows in [0, 1] (pixels / 255), labels as int64."""
+
+    name: str
+    x_train: np.ndarray  # (N_train, H*W) float32
+    y_train: np.ndarray  # (N_train,) int64
+    x_test: np.ndarray   # (N_test, H*W) float32
+    y_test: np.ndarray   # (N_test,) int64
+    image_shape: tuple = (28, 28)
+
+    def __repr__(self) -> str:
+        return (f"Dataset({self.name!r}, x_train={self.x_train.shape}, y_train={self.y_train.shape}, "
+                f"x_test={self.x_test.shape}, y_test={self.y_test.shape}, image_shape={self.image_shape})")
+
+
+def cache_dir() -> Path:
+    """The per-user cache folder for downloads, following each platform's convention."""
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local"
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME", "")
+        base = xdg if os.path.isabs(xdg) else Path.home() / ".cache"  # the XDG spec says ignore relative paths
+    return Path(base) / "tinyvae"
+
+
+def load(name: str | os.PathLike, root: str | os.PathLike | None = None, download: bool = True,
+         progress: bool = True) -> Dataset:
+    """Load ``"mnist-small"``, ``"mnist"``, ``"fashion-mnist"`` or a folder holding the four IDX files.
+
+    ``root`` is the folder holding the files of a named data set (default ``$TINYVAE_DATA/<name>``, else
+    ``cache_dir()/<name>``). Missing files are downloaded (md5-checked) when ``download`` is true; mirrors and
+    checksums come from ``tinyvae.datasets.download.MIRRORS`` / ``.MD5``.
+    """
+    if name == "mnist-small":
+        return _read_folder("mnist-small", _BUNDLED)
+    if name in ("mnist", "fashion-mnist"):
+        folder = _data_folder(name, root)
+        missing = [f for _, *pair in _FILES for f in pair if _find(folder, f) is None]
+        if missing and not download:
+            raise FileNotFoundError(
+                f"{name}: {', '.join(missing)} not found in {folder}. Pass download=True to fetch them, or point "
+                f"root= (or the TINYVAE_DATA environment variable, which holds a '{name}' subfolder) at a folder "
+                "that holds them.")
+        for filename in missing:
+            _download.fetch(filename, folder, _download.MIRRORS[name], _download.MD5[name][filename], progress)
+        return _read_folder(name, folder)
+    if Path(name).is_dir():
+        return _read_folder(str(name), Path(name))
+    raise ValueError(f"unknown dataset {str(name)!r}: expected one of {', '.join(DATASETS)}, or the path of an "
+                     "existing folder holding train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
+                     "t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]")
+
+
+def _data_folder(name: str, root) -> Path:
+    if root is not None:
+        return Path(root)
+    if os.environ.get("TINYVAE_DATA"):
+        return Path(os.environ["TINYVAE_DATA"]) / name
+    return cache_dir() / name
+
+
+def _find(folder: Path, gz_name: str) -> Path | None:
+    """The file as downloaded (.gz) or as unpacked by hand (no suffix), whichever exists."""
+    for candidate in (folder / gz_name, folder / gz_name[:-3]):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_folder(name: str, folder: Path) -> Dataset:
+    missing = [f for _, *pair in _FILES for f in pair if _find(folder, f) is None]
+    if missing:
+        raise FileNotFoundError(f"{name}: {', '.join(missing)} (or without .gz) not found in {folder}")
+    arrays, shapes = {}, set()
+    for split, images_name, labels_name in _FILES:
+        images_path, labels_path = _find(folder, images_name), _find(folder, labels_name)
+        images, labels = read_idx(images_path), read_idx(labels_path)
+        if images.ndim != 3 or images.dtype != np.uint8:
+            raise ValueError(f"{images_path}: expected uint8 images of shape (N, rows, cols), "
+                             f"got {images.dtype} of shape {images.shape}")
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise ValueError(f"{labels_path}: expected integer labels of shape (N,), "
+                             f"got {labels.dtype} of shape {labels.shape}")
+        if len(images) != len(labels):
+            raise ValueError(f"{name}: {split} set has {len(images)} images ({images_path.name}) but "
+                             f"{len(labels)} labels ({labels_path.name}); the counts must agree")
+        shapes.add(images.shape[1:])
+        arrays[f"x_{split}"] = images.reshape(len(images), -1).astype(np.float32) / np.float32(255)
+        arrays[f"y_{split}"] = labels.astype(np.int64)
+    if len(shapes) != 1:
+        raise ValueError(f"{name}: train and test images differ in size: {sorted(shapes)}")
+    return Dataset(name, image_shape=shapes.pop(), **arrays)

@@ -1,0 +1,208 @@
+"""Gradient checks: centered finite differences in float64 against the hand-written backward passes.
+
+The numerical gradient of f at x, weighted by an upstream gradient df (as in CS231n's
+``eval_numerical_gradient_array``), is
+
+    g_i = sum(df * (f(x + h e_i) - f(x - h e_i))) / (2h),
+
+exact up to O(h^2) truncation and about 1e-16 * |f| / h roundoff, so in float64 with h = 1e-5 a correct backward
+pass agrees to about 1e-10. A wrong one is off by O(1): the default threshold of 1e-7 separates the two.
+"""
+import itertools
+from dataclasses import dataclass
+
+from . import backend as B
+
+THRESHOLD = 1e-7
+
+
+def rel_error(a, b):
+    """max |a - b| / max(1e-8, max(|a| + |b|)): the largest difference relative to the gradient's size.
+
+    The denominator is taken over the whole array rather than entry by entry, so an entry that is zero up to
+    roundoff (a dead ReLU unit, say) does not turn a 1e-12 difference into a relative error of 1.
+    """
+    xp = B.get_xp()
+    a, b = B.asarray(a), B.asarray(b)
+    if tuple(a.shape) != tuple(b.shape):
+        raise ValueError(f"rel_error: shapes differ, {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.size == 0:
+        return 0.0
+    num = float(xp.max(xp.abs(a - b)))
+    return num / max(1e-8, float(xp.max(xp.abs(a) + xp.abs(b))))
+
+
+def _require_float64(x, what):
+    if not B.is_array(x) or B.dtype_name(x.dtype) != "float64":
+        got = B.dtype_name(x.dtype) if hasattr(x, "dtype") and B.is_floating(B.asarray(x)) else type(x).__name__
+        raise TypeError(f"gradient checks need float64 arrays of the active backend: {what} is {got} "
+                        "(build the module with dtype='float64')")
+
+
+def numerical_gradient(f, x, df=None, h=1e-5):
+    """The centered-difference gradient of f at x (x is perturbed in place, one entry at a time, and restored).
+
+    f(x) returns a scalar when ``df`` is None, else an array that is weighted by ``df`` and summed.
+    """
+    _require_float64(x, "x")
+    xp = B.get_xp()
+    grad = xp.zeros_like(x)
+    for idx in itertools.product(*(range(n) for n in x.shape)):
+        old = float(x[idx])
+        x[idx] = old + h
+        f_plus = f(x)
+        x[idx] = old - h
+        f_minus = f(x)
+        x[idx] = old
+        if df is None:
+            grad[idx] = (float(f_plus) - float(f_minus)) / (2 * h)
+        else:
+            grad[idx] = float(xp.sum((f_plus - f_minus) * df)) / (2 * h)
+    return grad
+
+
+@dataclass
+class Check:
+    """One compared gradient: what it is, its shape, the relative error seen and the threshold it must beat."""
+
+    name: str
+    shape: tuple
+    error: float
+    threshold: float = THRESHOLD
+
+    @property
+    def passed(self):
+        return self.error < self.threshold
+
+
+class Report(list):
+    """A list of Checks that prints as a table; ``passed`` is True when every check passed."""
+
+    @property
+    def passed(self):
+        return all(c.passed for c in self)
+
+    def __str__(self):
+        width = max([len(c.name) for c in self] + [9])
+        lines = [f"{'gradient':<{width}}  {'shape':<12}  {'rel. error':>10}  {'threshold':>9}  result"]
+        lines.append("-" * len(lines[0]))
+        for c in self:
+            shape = "x".join(map(str, c.shape)) or "scalar"
+            lines.append(f"{c.name:<{width}}  {shape:<12}  {c.error:>10.2e}  {c.threshold:>9.0e}  "
+                         f"{'pass' if c.passed else 'FAIL'}")
+        lines.append(f"{sum(c.passed for c in self)} of {len(self)} passed")
+        return "\n".join(lines)
+
+
+def check_gradients(f, inputs, analytic, prefix="", threshold=THRESHOLD, h=1e-5):
+    """Compare ``analytic[name]`` with the numerical gradient of the scalar ``f()`` w.r.t. each ``inputs[name]``.
+
+    ``f`` takes no argument: it reads the arrays in ``inputs`` by reference, which are perturbed in place.
+    """
+    report = Report()
+    for name, x in inputs.items():
+        numeric = numerical_gradient(lambda _: f(), x, h=h)
+        report.append(Check(prefix + name, tuple(x.shape), rel_error(analytic[name], numeric), threshold))
+    return report
+
+
+def check_module(module, x, df=None, threshold=THRESHOLD, h=1e-5, rng=0, name=None):
+    """Check a module's input gradient and every parameter gradient at input x, weighted by upstream ``df``.
+
+    ``df`` defaults to a seeded N(0, 1) draw of the output's shape. Returns a Report (print it for a table).
+    """
+    xp = B.get_xp()
+    x = B.asarray(x)
+    _require_float64(x, "the input")
+    for pname, p in module.named_parameters():
+        _require_float64(p.data, f"parameter {pname}")
+    prefix = (name or repr(module).split("\n")[0]) + " "
+    y = module.forward(x)
+    df = B.as_generator(rng).standard_normal(tuple(y.shape), "float64") if df is None else B.asarray(df)
+    module.zero_grad()
+    dx = module.backward(df)
+    weighted = lambda: float(xp.sum(module.forward(x) * df))  # noqa: E731 - a one-line closure reads best here
+    inputs, analytic = {}, {}
+    if dx is not None:
+        inputs["dx"], analytic["dx"] = x, dx
+    for pname, p in module.named_parameters():
+        inputs["d" + pname], analytic["d" + pname] = p.data, B.copy(p.grad)
+    return check_gradients(weighted, inputs, analytic, prefix, threshold, h)
+
+
+def check_model(model, x, threshold=THRESHOLD, h=1e-5, name=None, **loss_kwargs):
+    """Check the gradient of a model's whole objective ``model.loss(x, **loss_kwargs).total`` w.r.t. every parameter.
+
+    Pass whatever makes the objective deterministic (``eps=`` for a VAE, ``rng=<int seed>`` for the noise of a
+    denoising autoencoder); ``model.backward()`` supplies the analytic gradients.
+    """
+    for pname, p in model.named_parameters():
+        _require_float64(p.data, f"parameter {pname}")
+    x = B.asarray(x)
+    model.zero_grad()
+    model.loss(x, **loss_kwargs)
+    model.backward()
+    params = dict(model.named_parameters())
+    analytic = {n: B.copy(p.grad) for n, p in params.items()}
+    objective = lambda: model.loss(x, **loss_kwargs).total  # noqa: E731
+    prefix = (name or type(model).__name__) + " "
+    return check_gradients(objective, {n: p.data for n, p in params.items()}, analytic, prefix, threshold, h)
+
+
+def _away_from_kinks(x, margin=1e-2):
+    """Move entries at least ``margin`` from 0, where ReLU-like functions have no derivative to check."""
+    xp = B.get_xp()
+    return xp.where(x >= 0, x + margin, x - margin)
+
+
+def check_components(seed=0):
+    """Gradient-check every component of the library on small float64 problems; returns one Report."""
+    from . import losses
+    from .activations import ACTIVATIONS
+    from .layers import Dense
+    from .module import Sequential
+    from .reparam import Reparameterize
+
+    rng = B.Generator(seed)
+    normal = lambda *shape: rng.standard_normal(shape, "float64")  # noqa: E731
+    report = Report()
+    for init in ("pytorch", "xavier", "he"):
+        report += check_module(Dense(7, 5, init=init, rng=rng, dtype="float64"), normal(3, 7), rng=seed,
+                               name=f"Dense(init={init})")
+    report += check_module(Dense(4, 3, rng=rng, dtype="float64"), normal(1, 4), rng=seed, name="Dense(batch 1)")
+    for name, cls in ACTIVATIONS.items():
+        report += check_module(cls(), _away_from_kinks(normal(4, 6)), rng=seed, name=cls.__name__)
+    mlp = Sequential(Dense(6, 5, rng=rng, dtype="float64"), ACTIVATIONS["tanh"](),
+                     Dense(5, 4, rng=rng, dtype="float64"), ACTIVATIONS["softplus"]())
+    report += check_module(mlp, normal(3, 6), rng=seed, name="Sequential MLP")
+
+    pred, target = normal(3, 5), rng.random((3, 5), "float64")
+    report += check_gradients(lambda: losses.mse(pred, target)[0], {"dpred": pred},
+                              {"dpred": losses.mse(pred, target)[1]}, "mse ")
+    logits = normal(3, 5) * 3.0
+    report += check_gradients(lambda: losses.bce_with_logits(logits, target)[0], {"dlogits": logits},
+                              {"dlogits": losses.bce_with_logits(logits, target)[1]}, "bce_with_logits ")
+    mu, logvar = normal(3, 4), normal(3, 4)
+    _, dmu, dlogvar = losses.gaussian_kl(mu, logvar)
+    report += check_gradients(lambda: losses.gaussian_kl(mu, logvar)[0], {"dmu": mu, "dlogvar": logvar},
+                              {"dmu": dmu, "dlogvar": dlogvar}, "gaussian_kl ")
+
+    reparam, eps, dz = Reparameterize(), normal(3, 4), normal(3, 4)
+    reparam.forward(mu, logvar, eps=eps)
+    dmu, dlogvar = reparam.backward(dz)
+    xp = B.get_xp()
+    weighted = lambda: float(xp.sum(reparam.forward(mu, logvar, eps=eps) * dz))  # noqa: E731
+    report += check_gradients(weighted, {"dmu": mu, "dlogvar": logvar}, {"dmu": dmu, "dlogvar": dlogvar},
+                              "Reparameterize ")
+
+    # Whole objectives, end to end: the pieces above must also be wired together correctly.
+    from .models import VAE, Autoencoder, DenoisingAutoencoder
+
+    x = rng.random((3, 8), "float64")
+    report += check_model(Autoencoder(8, (6,), 3, dtype="float64", rng=rng), x, name="Autoencoder")
+    report += check_model(DenoisingAutoencoder(8, (6,), 3, noise="masking", noise_level=0.3, dtype="float64",
+                                               rng=rng), x, rng=seed, name="DenoisingAutoencoder")
+    for likelihood in ("bernoulli", "gaussian"):
+        vae = VAE(8, (6,), 2, likelihood=likelihood, beta=0.5, dtype="float64", rng=rng)
+        report += check_model(vae, x, eps=normal(3, 2), name=f"VAE({likelihood}, beta=0.5)")
+    return report

@@ -1,0 +1,87 @@
+"""Losses, each summed over features and averaged over the batch, returned with their gradients.
+
+Every figure is therefore "per example" (nats per image for the Bernoulli decoder). Each loss returns the value as
+a Python float and the gradient(s) as arrays of the input's shape; the ``*_per_example`` forms give the (N,) vector
+of per-example values, with no gradient, for evaluation.
+"""
+from . import backend as B
+
+
+def _pair(a, b, who, names):
+    if not B.is_array(a):
+        a = B.asarray(a)
+    if not B.is_array(b) or b.dtype != a.dtype:
+        b = B.asarray(b, dtype=a.dtype)
+    if a.ndim != 2 or tuple(a.shape) != tuple(b.shape):
+        raise ValueError(
+            f"{who}: {names[0]} and {names[1]} must both have shape (N, D); "
+            f"got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    return a, b
+
+
+def mse_per_example(pred, target):
+    """sum_d (pred - target)^2 for each row."""
+    pred, target = _pair(pred, target, "mse", ("pred", "target"))
+    diff = pred - target
+    return B.get_xp().sum(diff * diff, axis=1)
+
+
+def mse(pred, target):
+    """Squared error 1/N sum_n sum_d (pred - target)^2.  Gradient: dpred = 2 (pred - target) / N."""
+    pred, target = _pair(pred, target, "mse", ("pred", "target"))
+    n = pred.shape[0]
+    diff = pred - target
+    value = float(B.get_xp().sum(diff * diff)) / n
+    return value, diff * (2.0 / n)
+
+
+def _bce_terms(logits, target, e):
+    """max(l, 0) - l * x + log1p(exp(-|l|)) element-wise, with e = exp(-|l|) already computed."""
+    xp = B.get_xp()
+    return xp.maximum(logits, 0.0) - logits * target + xp.log1p(e)
+
+
+def bce_with_logits_per_example(logits, target):
+    """sum_d BCE(sigmoid(l), x) for each row, in the stable form."""
+    logits, target = _pair(logits, target, "bce_with_logits", ("logits", "target"))
+    xp = B.get_xp()
+    return xp.sum(_bce_terms(logits, target, xp.exp(-xp.abs(logits))), axis=1)
+
+
+def bce_with_logits(logits, target):
+    """Binary cross-entropy of sigmoid(l) against x in [0, 1], from the logits l.
+
+    Value: 1/N sum_n sum_d [max(l, 0) - l x + log1p(exp(-|l|))], which equals -x log s - (1-x) log(1-s) with
+    s = sigmoid(l) but never overflows, so it is finite and exact even at l = +-1e4.
+    Gradient: dl = (sigmoid(l) - x) / N.
+    """
+    logits, target = _pair(logits, target, "bce_with_logits", ("logits", "target"))
+    xp = B.get_xp()
+    n = logits.shape[0]
+    e = xp.exp(-xp.abs(logits))  # shared by the value and by sigmoid: one exp for both
+    value = float(xp.sum(_bce_terms(logits, target, e))) / n
+    r = 1.0 / (1.0 + e)
+    s = xp.where(logits >= 0, r, e * r)
+    return value, (s - target) * (1.0 / n)
+
+
+def gaussian_kl_per_example(mu, logvar):
+    """KL(N(mu, exp(logvar)) || N(0, I)) for each row."""
+    mu, logvar = _pair(mu, logvar, "gaussian_kl", ("mu", "logvar"))
+    xp = B.get_xp()
+    return 0.5 * xp.sum(mu * mu + xp.exp(logvar) - 1.0 - logvar, axis=1)
+
+
+def gaussian_kl(mu, logvar):
+    """KL(q || p) for q = N(mu, diag(exp(logvar))) and p = N(0, I), averaged over the batch.
+
+    Value: 1/N sum_n 1/2 sum_j (mu^2 + exp(logvar) - 1 - logvar); zero exactly at mu = 0, logvar = 0.
+    Gradients: dmu = mu / N, dlogvar = (exp(logvar) - 1) / (2N).
+    """
+    mu, logvar = _pair(mu, logvar, "gaussian_kl", ("mu", "logvar"))
+    xp = B.get_xp()
+    n = mu.shape[0]
+    var = xp.exp(logvar)
+    value = 0.5 * float(xp.sum(mu * mu + var - 1.0 - logvar)) / n
+    return value, mu * (1.0 / n), (var - 1.0) * (0.5 / n)
