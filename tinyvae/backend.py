@@ -185,6 +185,13 @@ def linspace(start, stop, num, dtype=None):
     return _state.xp.linspace(start, stop, num, **_place({"dtype": resolve_dtype(dtype)}))
 
 
+def astype(a, dtype):
+    """``a`` converted to ``dtype`` (e.g. a boolean mask to 0.0/1.0 floats)."""
+    xp = _state.xp
+    dtype = resolve_dtype(dtype) if isinstance(dtype, str) else dtype
+    return xp.astype(a, dtype) if hasattr(xp, "astype") else a.astype(dtype)
+
+
 def copy(a):
     """A new array with the same values, dtype and device."""
     return a.copy() if _state.name == "cupy" else _state.xp.asarray(a, copy=True)

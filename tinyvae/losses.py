@@ -5,6 +5,7 @@ a Python float and the gradient(s) as arrays of the input's shape; the ``*_per_e
 of per-example values, with no gradient, for evaluation.
 """
 from . import backend as B
+from .activations import sigmoid_from_exp
 
 
 def _pair(a, b, who, names):
@@ -61,9 +62,7 @@ def bce_with_logits(logits, target):
     n = logits.shape[0]
     e = xp.exp(-xp.abs(logits))  # shared by the value and by sigmoid: one exp for both
     value = float(xp.sum(_bce_terms(logits, target, e))) / n
-    r = 1.0 / (1.0 + e)
-    s = xp.where(logits >= 0, r, e * r)
-    return value, (s - target) * (1.0 / n)
+    return value, (sigmoid_from_exp(logits, e) - target) * (1.0 / n)
 
 
 def gaussian_kl_per_example(mu, logvar):

@@ -183,7 +183,7 @@ class DenoisingAutoencoder(Autoencoder):
         if self.noise == "gaussian":
             return x + self.noise_level * rng.standard_normal(tuple(x.shape), self.dtype)
         keep = rng.random(tuple(x.shape), self.dtype) >= self.noise_level
-        return B.get_xp().where(keep, x, 0.0)
+        return x * B.astype(keep, x.dtype)
 
     def _corrupt(self, x, rng):
         return self.corrupt(x, rng) if self.training else x
