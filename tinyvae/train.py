@@ -1,0 +1,323 @@
+"""Training and evaluation: ``fit`` (minibatch training with a History), ``evaluate``, ``iwae_bound``, active units.
+
+Every figure is in nats per example, as the losses report them. Randomness is reproducible without saving any
+generator state: epoch e shuffles the data and draws the model's noise (the VAE's eps, the denoising autoencoder's
+corruption) from ``Generator((seed, e))``, so ``fit(..., start_epoch=k)`` after a checkpoint replays exactly the
+batches and noise of an uninterrupted run.
+
+    history = fit(model, data.x_train, epochs=10, x_val=data.x_test)
+    nll = iwae_bound(model, data.x_test[:1000], k=1000)      # an upper bound on -log p(x), in nats
+"""
+import math
+import time
+
+from tqdm import tqdm
+
+from . import backend as B
+from .optim import Adam, clip_grad_norm
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+class History:
+    """Per-epoch figures of a training run, one list per key, all the same length (val_* empty without x_val).
+
+    ``epochs`` holds the number of epochs completed after each entry (1, 2, ...; continuing from ``start_epoch``
+    when training resumes); ``epoch_time`` the seconds spent training in each epoch (validation not included).
+    ``to_dict()`` gives plain ints and floats for JSON; ``History.from_dict`` reads it back.
+    """
+
+    KEYS = ("train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl", "epoch_time")
+
+    def __init__(self):
+        self.epochs = []
+        for key in self.KEYS:
+            setattr(self, key, [])
+
+    def to_dict(self):
+        return {"epochs": [int(e) for e in self.epochs], **{k: [float(v) for v in getattr(self, k)] for k in self.KEYS}}
+
+    @classmethod
+    def from_dict(cls, d):
+        unknown = sorted(set(d) - {"epochs", *cls.KEYS})
+        if unknown:
+            raise ValueError(f"History.from_dict: unknown keys {unknown}; expected 'epochs' and {list(cls.KEYS)}")
+        history = cls()
+        history.epochs = [int(e) for e in d.get("epochs", [])]
+        for key in cls.KEYS:
+            values = [float(v) for v in d.get(key, [])]
+            if values and len(values) != len(history.epochs):
+                raise ValueError(f"History.from_dict: {key!r} has {len(values)} entries but 'epochs' has "
+                                 f"{len(history.epochs)}")
+            setattr(history, key, values)
+        return history
+
+    def __len__(self):
+        return len(self.epochs)
+
+    def __getitem__(self, key):
+        if key != "epochs" and key not in self.KEYS:
+            raise KeyError(f"History has no {key!r}: expected 'epochs' or one of {', '.join(self.KEYS)}")
+        return getattr(self, key)
+
+    def __repr__(self):
+        if not self.epochs:
+            return "History(epochs=0)"
+        last = f"train_loss={self.train_loss[-1]:.4f}"
+        if self.val_loss:
+            last += f", val_loss={self.val_loss[-1]:.4f}"
+        return f"History(epochs={self.epochs[-1]}, {last})"
+
+
+def _as_data(model, x, who):
+    """``x`` as a (N, input_dim) array of the model's dtype on the active backend (one transfer, done once)."""
+    if not hasattr(x, "dtype"):  # a list: let the backend pick the dtype, then check it
+        x = B.asarray(x)
+    try:
+        B.dtype_name(x.dtype)
+    except ValueError:
+        raise TypeError(f"{who}: expected float32 or float64 pixel intensities in [0, 1], got dtype {x.dtype} "
+                        "(divide integer images by 255)") from None
+    width = model.input_dim
+    if x.ndim != 2 or x.shape[1] != width or x.shape[0] == 0:
+        raise ValueError(f"{who}: expected a non-empty array of shape (N, {width}) for this model, "
+                         f"got shape {tuple(x.shape)}")
+    return B.asarray(x, dtype=model.dtype)
+
+
+def _positive_int(value, name, minimum=1):
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def fit(model, x_train, epochs, batch_size=128, optimizer=None, x_val=None, seed=0, progress=True, lr=1e-3,
+        kl_warmup=0, clip=None, start_epoch=None, history=None, callback=None):
+    """Train ``model`` for ``epochs`` more epochs of minibatch steps; returns the History (extended in place if given).
+
+    Each step: ``model.zero_grad(); model.loss(xb, rng=gen); model.backward(); [clip]; optimizer.step()``.
+
+    - ``x_train``, ``x_val``: (N, D) float arrays, NumPy or the active backend's; moved to the device once.
+    - ``optimizer``: defaults to ``Adam(model.parameters(), lr)``; ``lr`` is ignored when one is given.
+      To checkpoint from a ``callback``, create the optimizer yourself so the callback can save it.
+    - ``seed``: epoch e uses ``Generator((seed, e))`` for the shuffle and the model's noise.
+    - ``start_epoch``: the number of epochs already trained (default: ``len(history)`` if a history is given,
+      else 0). Epochs ``start_epoch .. start_epoch + epochs - 1`` run, so resuming is exact.
+    - ``kl_warmup``: for a VAE, beta rises linearly to the model's beta over that many epochs
+      (beta_e = beta * min(1, (e + 1) / kl_warmup)); the model's beta is restored afterwards, also on errors.
+      The train_* figures are those optimized (with beta_e); val_* figures, and a callback, see the model's beta.
+    - ``clip``: the largest joint L2 norm of the gradients (``clip_grad_norm``), or None for no clipping.
+    - ``callback(epoch, history)`` runs after each epoch, ``epoch`` counted from 1 as in ``history.epochs``.
+
+    Train figures are averaged over the epoch's minibatches weighted by their size (a running average of a
+    changing model); val figures come from ``evaluate`` (eval mode, a fixed noise seed) after the epoch.
+    A NaN or infinite loss stops training with FloatingPointError naming the epoch and step (before that step's
+    update, so the weights stay finite). The model trains in training mode and is left in it.
+    """
+    xp = B.get_xp()
+    _positive_int(epochs, "fit: epochs", 0)
+    _positive_int(batch_size, "fit: batch_size")
+    _positive_int(kl_warmup, "fit: kl_warmup", 0)
+    if clip is not None and not clip > 0:
+        raise ValueError(f"fit: clip must be a positive number or None, got {clip!r}")
+    if history is None:
+        history = History()
+    elif not isinstance(history, History):
+        raise TypeError(f"fit: history must be a tinyvae.train.History (History.from_dict(d) reads a saved one), "
+                        f"got {type(history).__name__}")
+    start_epoch = len(history) if start_epoch is None else _positive_int(start_epoch, "fit: start_epoch", 0)
+    x = _as_data(model, x_train, "fit: x_train")
+    if x_val is not None:
+        x_val = _as_data(model, x_val, "fit: x_val")
+    params = model.parameters()
+    if optimizer is None:
+        optimizer = Adam(params, lr=lr)
+    elif [id(p) for p in optimizer.params] != [id(p) for p in params]:
+        raise ValueError("fit: the optimizer does not hold this model's parameters (was it made for another model, "
+                         "or before the model was loaded?); build it with Adam(model.parameters())")
+
+    n = x.shape[0]
+    steps = math.ceil(n / batch_size)
+    warm = kl_warmup > 0 and hasattr(model, "beta")
+    target_beta = model.beta if warm else None
+    end = start_epoch + epochs
+    model.train()
+    try:
+        for epoch in range(start_epoch, end):
+            if warm:
+                model.beta = target_beta * min(1.0, (epoch + 1) / kl_warmup)
+            gen = B.Generator((seed, epoch))
+            perm = gen.permutation(n)
+            totals = [0.0, 0.0, 0.0]  # loss, recon, kl, each summed over examples
+            start = time.perf_counter()
+            with tqdm(total=steps, desc=f"epoch {epoch + 1}/{end}", unit="batch", disable=not progress,
+                      leave=True, dynamic_ncols=True) as bar:
+                for step in range(steps):
+                    xb = xp.take(x, perm[step * batch_size:min(n, (step + 1) * batch_size)], axis=0)
+                    model.zero_grad()
+                    parts = model.loss(xb, rng=gen)
+                    if not math.isfinite(parts.total):
+                        raise FloatingPointError(
+                            f"fit: the loss became {parts.total} at epoch {epoch + 1}, step {step + 1} of {steps}; "
+                            "try a smaller lr, gradient clipping (clip=...), or check the data for NaN/Inf")
+                    model.backward()
+                    if clip is not None:
+                        clip_grad_norm(params, clip)
+                    optimizer.step()
+                    m = xb.shape[0]
+                    totals = [totals[0] + m * parts.total, totals[1] + m * parts.recon, totals[2] + m * parts.kl]
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{totals[0] / min(n, (step + 1) * batch_size):.3f}", refresh=False)
+                B.synchronize()
+                if warm:  # the model's own beta between epochs: for validation, and for a callback that saves it
+                    model.beta = target_beta
+                history.epoch_time.append(time.perf_counter() - start)
+                history.epochs.append(epoch + 1)
+                history.train_loss.append(totals[0] / n)
+                history.train_recon.append(totals[1] / n)
+                history.train_kl.append(totals[2] / n)
+                postfix = {"loss": f"{history.train_loss[-1]:.3f}"}
+                if x_val is not None:
+                    val = evaluate(model, x_val, seed=seed)
+                    history.val_loss.append(val["loss"])
+                    history.val_recon.append(val["recon"])
+                    history.val_kl.append(val["kl"])
+                    postfix["val"] = f"{val['loss']:.3f}"
+                bar.set_postfix(postfix)
+            if callback is not None:
+                callback(epoch + 1, history)
+    finally:
+        if warm:
+            model.beta = target_beta
+        model.train()
+    return history
+
+
+def _chunks(n, size):
+    for start in range(0, n, size):
+        yield start, min(n, start + size)
+
+
+def evaluate(model, x, batch_size=1000, seed=0):
+    """Mean per-example {"loss", "recon", "kl"} over the whole of ``x`` (floats, in nats), in chunks.
+
+    The model is in eval mode meanwhile (no input corruption) and back in its previous mode afterwards. For a VAE,
+    one z per example is drawn from ``Generator(seed)``, so "loss" is the one-sample estimate of the negative ELBO
+    (recon + beta * KL, the KL term exact): the same seed gives the same figure.
+    """
+    xp = B.get_xp()
+    _positive_int(batch_size, "evaluate: batch_size")
+    x = _as_data(model, x, "evaluate: x")
+    gen = B.Generator(seed)
+    sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
+    was_training = model.training
+    model.eval()
+    try:
+        for a, b in _chunks(x.shape[0], batch_size):
+            parts = model.loss_per_example(x[a:b, :], rng=gen)
+            for key in sums:
+                sums[key] += float(xp.sum(parts[key]))
+    finally:
+        model.train(was_training)
+    return {key: value / x.shape[0] for key, value in sums.items()}
+
+
+def _need_vae(model, who):
+    if getattr(model, "kind", None) != "vae":
+        raise TypeError(f"{who} needs a VAE (an encoder q(z|x) with mu and logvar), got {type(model).__name__}")
+
+
+def iwae_bound(model, x, k=1000, batch_size=None, seed=0, eps=None):
+    """The importance-weighted upper bound on -log p(x) (Burda et al. 2016), mean per example in nats (a float).
+
+        -log p(x) <= -log (1/k) sum_i w_i,    w_i = p(x|z_i) p(z_i) / q(z_i|x),    z_i = mu + sigma * eps_i.
+
+    With log N(z; m, s^2) = -1/2 sum_j [(z_j - m_j)^2 / s_j^2 + log s_j^2 + log 2 pi]:
+        log p(z_i) = -1/2 |z_i|^2 - K/2 log 2 pi,    log q(z_i|x) = -1/2 |eps_i|^2 - 1/2 sum_j logvar_j - K/2 log 2 pi,
+    and log p(x|z) = ``model.log_likelihood`` (for a "gaussian" decoder this includes D/2 log pi, which the
+    training loss leaves out, so compare it with ``evaluate`` only for "bernoulli" models).
+    The average over i is taken in log space with the max subtracted first (log-mean-exp), so it never under-
+    flows. k = 1 is the one-sample negative ELBO with a sampled KL term; the bound tightens (decreases) as k grows.
+    ``beta`` plays no part: this bounds the model's true likelihood.
+
+    Example i's noise is ``Generator((seed, i)).standard_normal((k, K))`` (or ``eps[i]`` if ``eps`` of shape
+    (N, k, K) is given), so the figure does not depend on the chunking. ``batch_size`` is the largest number of
+    (example, sample) rows sent through the decoder at once; None picks about 64 MB of decoder output
+    (20,000 rows for 784 float32 pixels). Chunks cover several examples, or part of one example's k samples
+    (combined with a running log-sum-exp), so k = 1000 on 10,000 images runs in bounded memory.
+    """
+    _need_vae(model, "iwae_bound")
+    xp = B.get_xp()
+    _positive_int(k, "iwae_bound: k")
+    x = _as_data(model, x, "iwae_bound: x")
+    n, dim, latent = x.shape[0], x.shape[1], model.latent_dim
+    if batch_size is None:
+        itemsize = 8 if model.dtype == "float64" else 4
+        batch_size = max(1, 2**26 // (dim * itemsize))
+    _positive_int(batch_size, "iwae_bound: batch_size")
+    if eps is not None:
+        eps = B.asarray(eps, dtype=model.dtype)
+        if tuple(eps.shape) != (n, k, latent):
+            raise ValueError(f"iwae_bound: eps must have shape (N, k, K) = {(n, k, latent)}, got {tuple(eps.shape)}")
+    per_chunk = max(1, batch_size // k)    # examples per chunk
+    k_chunk = min(k, batch_size)           # samples per decoder pass
+    total = 0.0
+    was_training = model.training
+    model.eval()
+    try:
+        for a, b in _chunks(n, per_chunk):
+            m = b - a
+            xc = x[a:b, :]
+            if eps is None:
+                e_all = xp.stack([B.Generator((seed, i)).standard_normal((k, latent), model.dtype)
+                                  for i in range(a, b)])
+            else:
+                e_all = eps[a:b, :, :]
+            mu, logvar = model.encode(xc)
+            std = xp.exp(0.5 * logvar)
+            log_q_const = -0.5 * xp.sum(logvar, axis=1, keepdims=True) - 0.5 * latent * LOG_2PI
+            run_max = B.full((m,), -math.inf, model.dtype)
+            run_sum = B.zeros((m,), model.dtype)
+            for s, t in _chunks(k, k_chunk):
+                e = e_all[:, s:t, :]
+                z = mu[:, None, :] + std[:, None, :] * e                       # (m, t - s, K)
+                rows = m * (t - s)
+                out = model.decoder.forward(xp.reshape(z, (rows, latent)))
+                x_rep = xp.reshape(xp.broadcast_to(xc[:, None, :], (m, t - s, dim)), (rows, dim))
+                log_px = xp.reshape(model.log_likelihood(out, x_rep), (m, t - s))
+                log_pz = -0.5 * xp.sum(z * z, axis=2) - 0.5 * latent * LOG_2PI
+                log_qz = -0.5 * xp.sum(e * e, axis=2) + log_q_const
+                log_w = log_px + log_pz - log_qz
+                # Running log-sum-exp: rescale the old sum to the new maximum, then add this chunk's terms.
+                new_max = xp.maximum(run_max, xp.max(log_w, axis=1))
+                run_sum = run_sum * xp.exp(run_max - new_max) + xp.sum(xp.exp(log_w - new_max[:, None]), axis=1)
+                run_max = new_max
+            log_px_bound = xp.log(run_sum) + run_max - math.log(k)
+            total -= float(xp.sum(log_px_bound))
+    finally:
+        model.train(was_training)
+    return total / n
+
+
+def latent_variances(model, x, batch_size=1000):
+    """Var_x E_q[z|x] = Var_x mu(x) for each latent dimension: an array (K,) on the active backend.
+
+    The variance is over the examples of ``x`` (dividing by N), as in Burda et al.'s "active units".
+    """
+    _need_vae(model, "latent_variances")
+    xp = B.get_xp()
+    _positive_int(batch_size, "latent_variances: batch_size")
+    x = _as_data(model, x, "latent_variances: x")
+    mu = B.zeros((x.shape[0], model.latent_dim), model.dtype)
+    for a, b in _chunks(x.shape[0], batch_size):
+        mu[a:b, :] = model.encode(x[a:b, :])[0]
+    return xp.var(mu, axis=0)
+
+
+def active_units(model, x, threshold=0.01, batch_size=1000):
+    """How many latent dimensions the VAE uses: those whose Var_x mu(x) exceeds ``threshold`` (Burda et al.: 0.01).
+
+    An inactive unit has mu(x) (nearly) the same for every x: its posterior has collapsed onto the prior.
+    ``latent_variances`` gives the per-dimension variances themselves.
+    """
+    return int(B.get_xp().count_nonzero(latent_variances(model, x, batch_size) > threshold))
