@@ -4,7 +4,7 @@
     tv.use("numpy")            # or "cupy" for a GPU, or "strict" to test that no code escapes the backend
     layer = tv.Dense(784, 400)
 """
-from . import backend, datasets, gradcheck, losses, models, optim
+from . import backend, checkpoint, datasets, experiments, gradcheck, losses, models, optim, train
 from .activations import ACTIVATIONS, Identity, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh, get_activation
 from .backend import (
     BackendUnavailable,
@@ -19,10 +19,13 @@ from .backend import (
     to_numpy,
     use,
 )
+from .checkpoint import Checkpoint, load, save
 from .layers import Dense
 from .models import VAE, Autoencoder, DenoisingAutoencoder, LossParts
 from .module import Module, Parameter, Sequential
 from .optim import SGD, Adam, clip_grad_norm
+from .pca import PCA
 from .reparam import Reparameterize
+from .train import History, active_units, evaluate, fit, iwae_bound, latent_variances
 
 __version__ = "0.1.0"

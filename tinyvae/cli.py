@@ -1,12 +1,23 @@
-"""The ``tinyvae`` command: train, sample, reconstruct, interpolate, compare-pca, gradcheck, assignment."""
+"""The ``tinyvae`` command: train, sample, reconstruct, interpolate, compare-pca, gradcheck, assignment.
+
+A mistake (a bad option, an unknown name, a missing file, an unavailable backend) is reported in one line on
+stderr with exit code 2; set TINYVAE_DEBUG=1 to see the full traceback instead.
+"""
 import argparse
+import json
+import os
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 from . import backend as B
 
+DATASET_HELP = "mnist-small (bundled), mnist, fashion-mnist, or a folder of IDX files"
+
 
 class UsageError(Exception):
-    """A mistake on the command line: reported in one line with exit code 2."""
+    """A mistake on the command line."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -14,22 +25,250 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+def _int_list(text):
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 400,200; got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers such as 400,200; got {text!r}")
+    return values
+
+
+def _write_json(path, data):
+    """Write JSON atomically: a temporary file in the same folder, then a rename."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; metrics are meant to be shared
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _load_data(name, progress=True):
+    from . import datasets
+
+    return datasets.load(name, progress=progress)
+
+
+def _table(rows, headers):
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
+    lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(c).rjust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join(lines)
+
+
+def cmd_train(args):
+    from . import checkpoint, plots
+    from .models import MODELS
+    from .optim import Adam
+    from .train import active_units, evaluate, fit, iwae_bound
+
+    B.use(args.backend)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"tinyvae train: --out {out} exists and is not a folder")
+    data = _load_data(args.dataset, progress=not args.quiet)
+    out.mkdir(parents=True, exist_ok=True)
+    kwargs = dict(input_dim=data.x_train.shape[1], hidden=args.hidden, latent_dim=args.latent,
+                  likelihood=args.likelihood, activation=args.activation, dtype=args.dtype, rng=args.seed)
+    if args.model == "vae":
+        kwargs["beta"] = args.beta
+    if args.model == "dae":
+        kwargs.update(noise=args.noise, noise_level=args.noise_level)
+    model = MODELS[args.model](**kwargs)
+    optimizer = Adam(model.parameters(), lr=args.lr)
+    print(f"training {type(model).__name__} {data.x_train.shape[1]}-{'-'.join(map(str, args.hidden))}-"
+          f"{args.latent} on {data.name} ({data.x_train.shape[0]} images) for {args.epochs} epochs, "
+          f"backend {B.backend_name()}, {model.dtype}")
+    start = time.perf_counter()
+    history = fit(model, data.x_train, args.epochs, batch_size=args.batch_size, optimizer=optimizer,
+                  x_val=data.x_test, seed=args.seed, progress=not args.quiet, kl_warmup=args.kl_warmup)
+    seconds = time.perf_counter() - start
+
+    test = evaluate(model, data.x_test)
+    figures = {"test loss (nats/image)": test["loss"], "test recon": test["recon"]}
+    if args.model == "vae":
+        figures["test KL"] = test["kl"]
+        n_iwae = min(1000, data.x_test.shape[0])
+        figures[f"test IWAE NLL bound (k=100, {n_iwae} images)"] = iwae_bound(model, data.x_test[:n_iwae], k=100)
+        figures["active units"] = active_units(model, data.x_test)
+    figures["training seconds"] = seconds
+
+    checkpoint.save(model, out / "model.npz", optimizer, dataset=data.name, epochs=args.epochs, seed=args.seed)
+    _write_json(out / "metrics.json", {"command": "tinyvae " + " ".join(sys.argv[1:]), "dataset": data.name,
+                                       "config": model.config(), "history": history.to_dict(), "test": figures})
+    x_test, labels = data.x_test, data.y_test
+    written = [plots.training_curves(history, path=out / "curves.png"),
+               plots.reconstructions(model, x_test, path=out / "reconstructions.png"),
+               plots.latent_space(model, x_test[:2000], labels[:2000], path=out / "latent_space.png"),
+               plots.interpolation(model, x_test[0], x_test[1], path=out / "interpolation.png")]
+    if args.model == "vae":
+        written.append(plots.samples(model, 64, rng=args.seed, path=out / "samples.png"))
+        if args.latent == 2:
+            written.append(plots.latent_manifold(model, path=out / "manifold.png"))
+    if args.model == "dae":
+        written.append(plots.denoising(model, x_test, rng=args.seed, path=out / "denoising.png"))
+    for fig in written:
+        fig.clear()
+
+    rows = [(name, f"{value:.2f}" if isinstance(value, float) else value) for name, value in figures.items()]
+    print(_table(rows, ("test figure", "value")))
+    print(f"wrote {out / 'model.npz'}, {out / 'metrics.json'} and {len(written)} figures in {out}")
+    return 0
+
+
+def _checkpoint(path):
+    from . import checkpoint
+
+    return checkpoint.load(path)
+
+
+def cmd_sample(args):
+    from . import plots
+
+    B.use(args.backend)
+    ckpt = _checkpoint(args.checkpoint)
+    if not hasattr(ckpt.model, "sample"):
+        raise UsageError(f"tinyvae sample: {args.checkpoint} holds a {type(ckpt.model).__name__}, which has no "
+                         "prior to sample from: train a VAE (tinyvae train --model vae)")
+    plots.samples(ckpt.model, args.n, rng=args.seed, path=args.out)
+    print(f"wrote {args.n} samples from the prior to {args.out}")
+    return 0
+
+
+def _checkpoint_and_data(args):
+    B.use(args.backend)
+    ckpt = _checkpoint(args.checkpoint)
+    name = args.dataset or ckpt.meta.get("dataset", "mnist-small")
+    return ckpt.model, _load_data(name, progress=False)
+
+
+def cmd_reconstruct(args):
+    from . import plots
+
+    model, data = _checkpoint_and_data(args)
+    if model.kind == "dae":
+        plots.denoising(model, data.x_test, rng=args.seed, n=args.n, path=args.out)
+    else:
+        plots.reconstructions(model, data.x_test, n=args.n, path=args.out)
+    print(f"wrote reconstructions of {args.n} {data.name} test images to {args.out}")
+    return 0
+
+
+def cmd_interpolate(args):
+    from . import plots
+
+    model, data = _checkpoint_and_data(args)
+    n = data.x_test.shape[0]
+    for i in (args.a, args.b):
+        if not 0 <= i < n:
+            raise UsageError(f"tinyvae interpolate: image index {i} is out of range: the test set has {n} images")
+    plots.blend_comparison(model, data.x_test[args.a], data.x_test[args.b], steps=args.steps, path=args.out)
+    print(f"wrote the walk from test image {args.a} to {args.b} ({args.steps} steps) to {args.out}")
+    return 0
+
+
+def cmd_compare_pca(args):
+    from . import plots
+    from .experiments import ae_vs_pca
+
+    B.use(args.backend)
+    data = _load_data(args.dataset, progress=False)
+    print(f"test squared error per image on {data.name}: PCA vs an autoencoder "
+          f"{data.x_train.shape[1]}-{'-'.join(map(str, args.hidden))}-k trained {args.epochs} epochs")
+    rows = ae_vs_pca(data.x_train, data.x_test, args.latents, epochs=args.epochs, hidden=args.hidden, seed=args.seed,
+                     progress=not args.quiet)
+    print(_table([(r["latent"], f"{r['pca']:.2f}", f"{r['ae']:.2f}", f"{r['ae'] / r['pca']:.2f}") for r in rows],
+                 ("latent", "PCA", "autoencoder", "AE/PCA")))
+    plots.ae_vs_pca([r["latent"] for r in rows], [r["ae"] for r in rows], [r["pca"] for r in rows], path=args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_gradcheck(args):
     from .gradcheck import check_components
 
     B.use(args.backend)
     report = check_components(seed=args.seed)
-    print(f"tinyvae gradient check, float64 centered differences, backend {B.backend_name()}")
+    print(f"tinyvae gradient check: float64 centered differences (h = 1e-5), backend {B.backend_name()}")
     print(report)
     return 0 if report.passed else 1
 
 
+def _common(p, seed=True):
+    p.add_argument("--backend", default=B.backend_name(), choices=B.BACKENDS, help="array backend (default: numpy)")
+    if seed:
+        p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+
+
 def build_parser():
-    parser = _Parser(prog="tinyvae", description=__doc__)
+    from .models import LIKELIHOODS, NOISES
+
+    parser = _Parser(prog="tinyvae", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a model; write the checkpoint, metrics.json and figures")
+    p.add_argument("--model", choices=("vae", "ae", "dae"), default="vae")
+    p.add_argument("--dataset", default="mnist-small", help=DATASET_HELP)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--latent", type=int, default=20, help="latent dimensions (2 adds the manifold figure)")
+    p.add_argument("--hidden", type=_int_list, default=[400], help="hidden sizes, e.g. 400 or 512,256")
+    p.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (VAE)")
+    p.add_argument("--kl-warmup", type=int, default=0, help="epochs over which beta rises from 0 (VAE)")
+    p.add_argument("--likelihood", choices=LIKELIHOODS, default="bernoulli")
+    p.add_argument("--activation", default="relu")
+    p.add_argument("--noise", choices=NOISES, default="gaussian", help="corruption (dae)")
+    p.add_argument("--noise-level", type=float, default=0.5, help="noise std or masking probability (dae)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--dtype", choices=B.DTYPES, default="float32")
+    p.add_argument("--out", default="runs/latest", help="output folder (default: runs/latest)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="draw new images from a VAE checkpoint's prior")
+    p.add_argument("checkpoint")
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--out", default="samples.png")
+    _common(p)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("reconstruct", help="test images over their reconstructions")
+    p.add_argument("checkpoint")
+    p.add_argument("--dataset", default=None, help="default: the checkpoint's data set")
+    p.add_argument("--n", type=int, default=10)
+    p.add_argument("--out", default="reconstructions.png")
+    _common(p)
+    p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("interpolate", help="walk between two test images' latent codes")
+    p.add_argument("checkpoint")
+    p.add_argument("--dataset", default=None, help="default: the checkpoint's data set")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--a", type=int, default=0, help="index of the first test image")
+    p.add_argument("--b", type=int, default=1, help="index of the second test image")
+    p.add_argument("--out", default="interpolation.png")
+    _common(p)
+    p.set_defaults(func=cmd_interpolate)
+
+    p = sub.add_parser("compare-pca", help="autoencoder vs PCA test error at several latent sizes")
+    p.add_argument("--dataset", default="mnist-small", help=DATASET_HELP)
+    p.add_argument("--latents", type=_int_list, default=[2, 10, 20, 32])
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--hidden", type=_int_list, default=[400])
+    p.add_argument("--out", default="ae_vs_pca.png")
+    p.add_argument("--quiet", action="store_true")
+    _common(p)
+    p.set_defaults(func=cmd_compare_pca)
+
     p = sub.add_parser("gradcheck", help="check every hand-written backward pass against finite differences")
-    p.add_argument("--backend", default=B.backend_name(), choices=B.BACKENDS)
-    p.add_argument("--seed", type=int, default=0)
+    _common(p)
     p.set_defaults(func=cmd_gradcheck)
     return parser
 
@@ -42,6 +281,15 @@ def main(argv=None):
             parser.print_help()
             return 2
         return args.func(args)
-    except (UsageError, B.BackendUnavailable, ValueError, FileNotFoundError, KeyError) as err:
-        print(f"tinyvae: error: {err}".replace("tinyvae: error: tinyvae", "tinyvae"), file=sys.stderr)
+    except (UsageError, B.BackendUnavailable, ValueError, TypeError, OSError, KeyError, RuntimeError,
+            FloatingPointError) as err:
+        if os.environ.get("TINYVAE_DEBUG"):
+            raise
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if not message.startswith("tinyvae"):
+            message = f"tinyvae: error: {message}"
+        print(message, file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("tinyvae: interrupted", file=sys.stderr)
+        return 130
