@@ -98,7 +98,8 @@ def backend_name() -> str:
 
 
 def set_default_dtype(dtype) -> None:
-    """Set the floating dtype that layers, models and ``asarray`` use when given none ("float32" or "float64")."""
+    """Set the floating dtype ("float32" or "float64") that layers and models use when given none, and that
+    ``asarray`` gives to Python floats (arrays keep their own dtype)."""
     _state.dtype = dtype_name(dtype)
 
 
@@ -145,14 +146,17 @@ def to_numpy(a) -> np.ndarray:
 
 
 def asarray(a, dtype=None):
-    """``a`` as an array of the active backend on its device; ``dtype`` None keeps the input's dtype.
+    """``a`` as an array of the active backend on its device.
 
-    Arrays of another backend are moved through the host, so this is also how data moves between
-    NumPy and the GPU.
+    ``dtype`` None keeps an array's dtype, and gives Python floats (a nested list, say) the default dtype.
+    Arrays of another backend are moved through the host, so this is also how data moves between NumPy and the GPU.
     """
     xp = _state.xp
     if not is_array(a):
+        from_python = not hasattr(a, "dtype")
         a = to_numpy(a)
+        if dtype is None and from_python and a.dtype == np.float64:
+            dtype = _state.dtype
     target = None if dtype is None else resolve_dtype(dtype)
     if _state.device is not None:
         return xp.asarray(a, dtype=target, device=_state.device)
@@ -206,7 +210,10 @@ def synchronize() -> None:
 def _seed_int(seed) -> int:
     """One 63-bit integer from an int or a tuple of ints (e.g. (seed, epoch)), stable across runs."""
     words = list(seed) if isinstance(seed, (tuple, list)) else [seed]
-    lo, hi = (int(w) for w in np.random.SeedSequence(words).generate_state(2, dtype=np.uint32))
+    # The words after the first are a spawn key, NumPy's way to derive independent streams. As plain entropy,
+    # [seed, 0] would hash like [seed] (SeedSequence pads its pool with zeros): epoch 0 would replay `seed`.
+    sequence = np.random.SeedSequence(words[:1], spawn_key=words[1:])
+    lo, hi = (int(w) for w in sequence.generate_state(2, dtype=np.uint32))
     return (hi << 31) | (lo >> 1)
 
 

@@ -51,7 +51,12 @@ class _Base(Module):
     """What the models share: input checks, the reconstruction term, and the decoder's mean image."""
 
     def _input(self, x):
-        """x as a 2-D batch in the model's dtype; a single image (D,) becomes a batch of one."""
+        """x as a 2-D batch in the model's dtype; a single image (D,) becomes a batch of one.
+
+        Every forward pass starts here, and each one overwrites what the layers saved for backward: so this is
+        also where the gradients of the last ``loss`` are forgotten (``loss`` sets them again when it is done).
+        """
+        self._grads = None
         if not B.is_array(x):
             x = B.asarray(x)
         if x.ndim == 1:
@@ -63,6 +68,14 @@ class _Base(Module):
             raise TypeError(f"{type(self).__name__} expects pixel intensities in [0, 1] as floats; got {x.dtype} "
                             "(divide integer images by 255)")
         return x if x.dtype == self._dtype else B.asarray(x, dtype=self._dtype)
+
+    def _saved(self, value):
+        """What ``loss`` stored for ``backward``: a model's backward needs loss(x), not forward(x), to run first."""
+        if value is None:
+            name = type(self).__name__
+            raise RuntimeError(f"{name}.backward was called before {name}.loss, or another forward pass (encode, "
+                               f"decode, reconstruct, ...) ran in between: call loss(x) right before backward()")
+        return value
 
     @property
     def _dtype(self):
@@ -118,7 +131,7 @@ class Autoencoder(_Base):
         self.encoder = mlp([input_dim, *self.hidden, latent_dim], activation, dtype, rng)
         self.decoder = mlp([latent_dim, *reversed(self.hidden), input_dim], activation, dtype, rng)
         self.encoder[0].input_grad = False  # nothing needs the gradient w.r.t. the pixels
-        self._dout = None
+        self._grads = None
 
     def encode(self, x):
         """The latent code z of each example."""
@@ -126,6 +139,7 @@ class Autoencoder(_Base):
 
     def decode(self, z):
         """The mean image for each code z."""
+        self._grads = None
         return self.mean_image(self.decoder.forward(B.asarray(z, dtype=self.dtype)))
 
     def forward(self, x):
@@ -141,7 +155,8 @@ class Autoencoder(_Base):
     def loss(self, x, rng=None):
         x = self._input(x)
         out = self.decoder.forward(self.encoder.forward(self._corrupt(x, rng)))
-        recon, self._dout = self._recon(out, x)
+        recon, dout = self._recon(out, x)
+        self._grads = dout
         return LossParts(recon, recon, 0.0)
 
     def loss_per_example(self, x, rng=None):
@@ -152,7 +167,7 @@ class Autoencoder(_Base):
 
     def backward(self):
         """dz = decoder'(drecon); then the encoder's backward fills its parameter gradients."""
-        dz = self.decoder.backward(self._saved(self._dout))
+        dz = self.decoder.backward(self._saved(self._grads))
         self.encoder.backward(dz)
 
 
@@ -226,6 +241,7 @@ class VAE(_Base):
 
     def decode(self, z):
         """The mean image of p(x|z) for each code z."""
+        self._grads = None
         return self.mean_image(self.decoder.forward(B.asarray(z, dtype=self.dtype)))
 
     def forward(self, x, eps=None, rng=None):
