@@ -55,7 +55,7 @@ class ReLU(Activation):
 class LeakyReLU(Activation):
     """y = x if x > 0 else a * x.  Backward: dx = dout if x > 0 else a * dout.
 
-    Both are a multiplication by the slope s = 1 (x > 0) or a (x <= 0), which forward keeps for backward.
+    Forward keeps positive = 1.0 where x > 0, else 0.0; both passes multiply by the slope positive * (1 - a) + a.
     """
 
     def __init__(self, negative_slope=0.01):
@@ -63,13 +63,13 @@ class LeakyReLU(Activation):
         self.negative_slope = float(negative_slope)
 
     def forward(self, x):
-        a = self.negative_slope
-        slope = B.astype(x > 0, x.dtype) * (1.0 - a) + a
-        self._saved_value = slope
-        return x * slope
+        positive = B.astype(x > 0, x.dtype)  # a 0/1 float mask: multiplying by it is far faster than xp.where
+        self._saved_value = positive
+        return x * (positive * (1.0 - self.negative_slope) + self.negative_slope)
 
     def backward(self, dout):
-        return dout * self._saved(self._saved_value)
+        positive = self._saved(self._saved_value)
+        return dout * (positive * (1.0 - self.negative_slope) + self.negative_slope)
 
     def __repr__(self):
         return f"LeakyReLU(negative_slope={self.negative_slope})"
