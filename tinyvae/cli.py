@@ -22,7 +22,7 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
-        raise UsageError(f"{self.prog}: {message}")
+        raise UsageError(f"{self.prog}: error: {message}")
 
 
 def _int_list(text):
@@ -33,6 +33,28 @@ def _int_list(text):
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers such as 400,200; got {text!r}")
     return values
+
+
+def _at_least(minimum):
+    """An argparse type: an int >= minimum (so --epochs 0 fails here, naming the option, not deep in training)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _plural(n, word):
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _a(name):
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def _write_json(path, data):
@@ -55,11 +77,14 @@ def _load_data(name, progress=True):
 
 
 def _table(rows, headers):
+    """Names (the first column) flush left, figures flush right, no trailing spaces."""
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
-    lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(str(c).rjust(w) for c, w in zip(r, widths)) for r in rows]
-    return "\n".join(lines)
+
+    def line(cells):
+        return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
 
 
 def cmd_train(args):
@@ -71,7 +96,7 @@ def cmd_train(args):
     B.use(args.backend)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
-        raise UsageError(f"tinyvae train: --out {out} exists and is not a folder")
+        raise UsageError(f"tinyvae train: error: --out {out} exists and is not a folder")
     data = _load_data(args.dataset, progress=not args.quiet)
     out.mkdir(parents=True, exist_ok=True)
     kwargs = dict(input_dim=data.x_train.shape[1], hidden=args.hidden, latent_dim=args.latent,
@@ -83,7 +108,7 @@ def cmd_train(args):
     model = MODELS[args.model](**kwargs)
     optimizer = Adam(model.parameters(), lr=args.lr)
     print(f"training {type(model).__name__} {data.x_train.shape[1]}-{'-'.join(map(str, args.hidden))}-"
-          f"{args.latent} on {data.name} ({data.x_train.shape[0]} images) for {args.epochs} epochs, "
+          f"{args.latent} on {data.name} ({data.x_train.shape[0]} images) for {_plural(args.epochs, 'epoch')}, "
           f"backend {B.backend_name()}, {model.dtype}")
     start = time.perf_counter()
     history = fit(model, data.x_train, args.epochs, batch_size=args.batch_size, optimizer=optimizer,
@@ -100,7 +125,7 @@ def cmd_train(args):
     figures["training seconds"] = seconds
 
     checkpoint.save(model, out / "model.npz", optimizer, dataset=data.name, epochs=args.epochs, seed=args.seed)
-    _write_json(out / "metrics.json", {"command": "tinyvae " + " ".join(sys.argv[1:]), "dataset": data.name,
+    _write_json(out / "metrics.json", {"command": "tinyvae " + " ".join(args.argv), "dataset": data.name,
                                        "config": model.config(), "history": history.to_dict(), "test": figures})
     x_test, labels = data.x_test, data.y_test
     written = [plots.training_curves(history, path=out / "curves.png"),
@@ -134,8 +159,8 @@ def cmd_sample(args):
     B.use(args.backend)
     ckpt = _checkpoint(args.checkpoint)
     if not hasattr(ckpt.model, "sample"):
-        raise UsageError(f"tinyvae sample: {args.checkpoint} holds a {type(ckpt.model).__name__}, which has no "
-                         "prior to sample from: train a VAE (tinyvae train --model vae)")
+        raise UsageError(f"tinyvae sample: error: {args.checkpoint} holds {_a(type(ckpt.model).__name__)}, which "
+                         "has no prior to sample from: train a VAE (tinyvae train --model vae)")
     plots.samples(ckpt.model, args.n, rng=args.seed, path=args.out)
     print(f"wrote {args.n} samples from the prior to {args.out}")
     return 0
@@ -167,7 +192,8 @@ def cmd_interpolate(args):
     n = data.x_test.shape[0]
     for i in (args.a, args.b):
         if not 0 <= i < n:
-            raise UsageError(f"tinyvae interpolate: image index {i} is out of range: the test set has {n} images")
+            raise UsageError(f"tinyvae interpolate: error: image index {i} is out of range: the test set has {n} "
+                             "images")
     plots.blend_comparison(model, data.x_test[args.a], data.x_test[args.b], steps=args.steps, path=args.out)
     print(f"wrote the walk from test image {args.a} to {args.b} ({args.steps} steps) to {args.out}")
     return 0
@@ -180,7 +206,7 @@ def cmd_compare_pca(args):
     B.use(args.backend)
     data = _load_data(args.dataset, progress=False)
     print(f"test squared error per image on {data.name}: PCA vs an autoencoder "
-          f"{data.x_train.shape[1]}-{'-'.join(map(str, args.hidden))}-k trained {args.epochs} epochs")
+          f"{data.x_train.shape[1]}-{'-'.join(map(str, args.hidden))}-k trained {_plural(args.epochs, 'epoch')}")
     rows = ae_vs_pca(data.x_train, data.x_test, args.latents, epochs=args.epochs, hidden=args.hidden, seed=args.seed,
                      progress=not args.quiet)
     print(_table([(r["latent"], f"{r['pca']:.2f}", f"{r['ae']:.2f}", f"{r['ae'] / r['pca']:.2f}") for r in rows],
@@ -215,17 +241,17 @@ def build_parser():
     p = sub.add_parser("train", help="train a model; write the checkpoint, metrics.json and figures")
     p.add_argument("--model", choices=("vae", "ae", "dae"), default="vae")
     p.add_argument("--dataset", default="mnist-small", help=DATASET_HELP)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--latent", type=int, default=20, help="latent dimensions (2 adds the manifold figure)")
+    p.add_argument("--epochs", type=_at_least(1), default=20)
+    p.add_argument("--latent", type=_at_least(1), default=20, help="latent dimensions (2 adds the manifold figure)")
     p.add_argument("--hidden", type=_int_list, default=[400], help="hidden sizes, e.g. 400 or 512,256")
     p.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (VAE)")
-    p.add_argument("--kl-warmup", type=int, default=0, help="epochs over which beta rises from 0 (VAE)")
+    p.add_argument("--kl-warmup", type=_at_least(0), default=0, help="epochs over which beta rises from 0 (VAE)")
     p.add_argument("--likelihood", choices=LIKELIHOODS, default="bernoulli")
     p.add_argument("--activation", default="relu")
     p.add_argument("--noise", choices=NOISES, default="gaussian", help="corruption (dae)")
     p.add_argument("--noise-level", type=float, default=0.5, help="noise std or masking probability (dae)")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=_at_least(1), default=128)
     p.add_argument("--dtype", choices=B.DTYPES, default="float32")
     p.add_argument("--out", default="runs/latest", help="output folder (default: runs/latest)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -234,7 +260,7 @@ def build_parser():
 
     p = sub.add_parser("sample", help="draw new images from a VAE checkpoint's prior")
     p.add_argument("checkpoint")
-    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--n", type=_at_least(1), default=64)
     p.add_argument("--out", default="samples.png")
     _common(p)
     p.set_defaults(func=cmd_sample)
@@ -242,7 +268,7 @@ def build_parser():
     p = sub.add_parser("reconstruct", help="test images over their reconstructions")
     p.add_argument("checkpoint")
     p.add_argument("--dataset", default=None, help="default: the checkpoint's data set")
-    p.add_argument("--n", type=int, default=10)
+    p.add_argument("--n", type=_at_least(1), default=10)
     p.add_argument("--out", default="reconstructions.png")
     _common(p)
     p.set_defaults(func=cmd_reconstruct)
@@ -250,7 +276,7 @@ def build_parser():
     p = sub.add_parser("interpolate", help="walk between two test images' latent codes")
     p.add_argument("checkpoint")
     p.add_argument("--dataset", default=None, help="default: the checkpoint's data set")
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--steps", type=_at_least(2), default=10)
     p.add_argument("--a", type=int, default=0, help="index of the first test image")
     p.add_argument("--b", type=int, default=1, help="index of the second test image")
     p.add_argument("--out", default="interpolation.png")
@@ -260,7 +286,7 @@ def build_parser():
     p = sub.add_parser("compare-pca", help="autoencoder vs PCA test error at several latent sizes")
     p.add_argument("--dataset", default="mnist-small", help=DATASET_HELP)
     p.add_argument("--latents", type=_int_list, default=[2, 10, 20, 32])
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=_at_least(1), default=10)
     p.add_argument("--hidden", type=_int_list, default=[400])
     p.add_argument("--out", default="ae_vs_pca.png")
     p.add_argument("--quiet", action="store_true")
@@ -270,6 +296,10 @@ def build_parser():
     p = sub.add_parser("gradcheck", help="check every hand-written backward pass against finite differences")
     _common(p)
     p.set_defaults(func=cmd_gradcheck)
+
+    from .assignment import add_assignment_commands
+
+    add_assignment_commands(sub)
     return parser
 
 
@@ -277,6 +307,7 @@ def main(argv=None):
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        args.argv = sys.argv[1:] if argv is None else [str(a) for a in argv]  # recorded in metrics.json
         if args.command is None:
             parser.print_help()
             return 2
