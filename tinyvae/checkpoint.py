@@ -95,6 +95,9 @@ def save(model, path, optimizer=None, **meta):
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; a checkpoint is an ordinary file, like a figure
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

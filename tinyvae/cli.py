@@ -98,7 +98,6 @@ def cmd_train(args):
     if out.exists() and not out.is_dir():
         raise UsageError(f"tinyvae train: error: --out {out} exists and is not a folder")
     data = _load_data(args.dataset, progress=not args.quiet)
-    out.mkdir(parents=True, exist_ok=True)
     kwargs = dict(input_dim=data.x_train.shape[1], hidden=args.hidden, latent_dim=args.latent,
                   likelihood=args.likelihood, activation=args.activation, dtype=args.dtype, rng=args.seed)
     if args.model == "vae":
@@ -107,6 +106,7 @@ def cmd_train(args):
         kwargs.update(noise=args.noise, noise_level=args.noise_level)
     model = MODELS[args.model](**kwargs)
     optimizer = Adam(model.parameters(), lr=args.lr)
+    out.mkdir(parents=True, exist_ok=True)  # only now: a bad option above leaves no empty folder behind
     print(f"training {type(model).__name__} {data.x_train.shape[1]}-{'-'.join(map(str, args.hidden))}-"
           f"{args.latent} on {data.name} ({data.x_train.shape[0]} images) for {_plural(args.epochs, 'epoch')}, "
           f"backend {B.backend_name()}, {model.dtype}")

@@ -171,6 +171,8 @@ def image_grid(images, ncols=None, title=None, path=None, *, image_shape=(28, 28
 
 def reconstructions(model, x, n=10, path=None, *, image_shape=(28, 28)):
     """The first ``n`` images of x (top row) over ``model.reconstruct`` of them (bottom row)."""
+    if int(n) < 1:
+        raise ValueError(f"reconstructions: n must be at least 1, got {n!r}")
     x = _head(x, n)
     with _eval_mode(model):
         recon = model.reconstruct(x)
