@@ -1,0 +1,140 @@
+"""The teaching notebooks: stored clean (no outputs), importing the library rather than redefining it, and running
+top to bottom in quick mode (TINYVAE_QUICK=1) in a kernel of this very Python.
+
+The notebooks pick their backend themselves, so these tests run once (under the numpy backend).
+"""
+import ast
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+import tinyvae
+
+nbformat = pytest.importorskip("nbformat")
+
+pytestmark = pytest.mark.backends("numpy")
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+EXPECTED = ("01_autoencoder_and_pca", "02_vae_step_by_step", "03_latent_space", "04_gpu_with_cupy")
+
+
+def _read(path):
+    return nbformat.read(str(path), as_version=nbformat.NO_CONVERT)
+
+
+def _code_cells(nb):
+    return [cell for cell in nb.cells if cell.cell_type == "code"]
+
+
+def _python_source(cell):
+    """A code cell's source as plain Python: IPython magics (%..., !...) become blank lines."""
+    return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in cell.source.splitlines())
+
+
+def _library_names():
+    """Public names of tinyvae and of its modules: a notebook must call these, not define its own."""
+    modules = [tinyvae, tinyvae.losses, tinyvae.gradcheck, tinyvae.train, tinyvae.models, tinyvae.experiments,
+               tinyvae.layers, tinyvae.activations, tinyvae.module, tinyvae.optim, tinyvae.pca, tinyvae.reparam]
+    from tinyvae import plots
+
+    modules.append(plots)
+    return {name for m in modules for name in vars(m) if not name.startswith("_")}
+
+
+def test_every_notebook_is_there():
+    assert [p.stem for p in NOTEBOOKS] == list(EXPECTED)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_stored_clean(path):
+    """Valid nbformat v4 with a python3 kernelspec, and no outputs or execution counts in any cell."""
+    nb = _read(path)
+    nbformat.validate(nb)
+    assert nb.nbformat == 4
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
+    dirty = [i for i, cell in enumerate(nb.cells)
+             if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count") is not None)]
+    assert not dirty, f"{path.name}: cells {dirty} hold outputs or execution counts; clear them before committing"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_setup_cell(path):
+    """The first code cell imports tinyvae, reads the quick-mode switch, picks the backend and seeds."""
+    first = _code_cells(_read(path))[0].source
+    for needed in ("import tinyvae as tv", 'QUICK = os.environ.get("TINYVAE_QUICK") == "1"', 'tv.use("numpy")',
+                   "tv.seed(SEED)"):
+        assert needed in first, f"{path.name}: the first code cell lacks {needed!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_library_code_redefined(path):
+    """No Module subclasses, no forward/backward methods, no function or class named like a library one."""
+    library = _library_names()
+    for i, cell in enumerate(_read(path).cells):
+        if cell.cell_type != "code":
+            continue
+        tree = ast.parse(_python_source(cell), filename=f"{path.name} cell {i}")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                bases = {ast.unparse(b).rsplit(".", 1)[-1] for b in node.bases}
+                assert not bases & {"Module", "Sequential", "Dense"}, \
+                    f"{path.name} cell {i} subclasses {bases}: import the library's modules instead"
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                assert node.name not in {"forward", "backward"} | library, \
+                    f"{path.name} cell {i} defines {node.name!r}, which the library already provides"
+
+
+@pytest.fixture(scope="module")
+def kernel_spec_manager(tmp_path_factory):
+    """A kernelspec named python3 that launches THIS interpreter (sys.executable), and nothing else.
+
+    Whatever kernelspecs the machine has installed (a user's python3 pointing at another Python, none at all), the
+    notebooks then run in the environment under test.
+    """
+    from ipykernel.kernelspec import write_kernel_spec
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    kernels = tmp_path_factory.mktemp("kernels")
+    write_kernel_spec(path=kernels / "python3")  # argv: [sys.executable, "-m", "ipykernel_launcher", ...]
+    manager = KernelSpecManager(kernel_dirs=[str(kernels)], ensure_native_kernel=False)
+    assert manager.get_kernel_spec("python3").argv[0] == sys.executable
+    return manager
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_runs_top_to_bottom(path, tmp_path, monkeypatch, kernel_spec_manager):
+    """Execute the notebook in quick mode, headless, in a temporary folder; any exception fails with its cell."""
+    from jupyter_client.manager import AsyncKernelManager
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    monkeypatch.setenv("TINYVAE_QUICK", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))  # connection files stay out of $HOME
+    for name in ("TINYVAE_BACKEND", "TINYVAE_DTYPE"):
+        monkeypatch.delenv(name, raising=False)
+    work = tmp_path / "work"
+    work.mkdir()
+
+    nb = _read(path)
+    km = AsyncKernelManager(kernel_name="python3", kernel_spec_manager=kernel_spec_manager)
+    client = NotebookClient(nb, km=km, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(work)}})
+    failure = None
+    try:
+        client.execute()
+    except CellExecutionError as err:  # its message holds the failing cell's source and the traceback
+        failure = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # without IPython's colours
+    if failure is not None:  # failed outside the except block, so that the report shows the error once
+        pytest.fail(f"{path.name} failed in quick mode:\n{failure}", pytrace=False)
+
+    code = _code_cells(nb)
+    assert all(cell.execution_count is not None for cell in code), f"{path.name}: not every cell ran"
+    errors = [o for cell in code for o in cell.outputs if o.output_type == "error"]
+    assert not errors, f"{path.name}: {errors[0].ename}: {errors[0].evalue}"
+    assert not os.listdir(work), f"{path.name} wrote files into its working folder: {os.listdir(work)}"
+    images = [o for cell in code for o in cell.outputs if "image/png" in o.get("data", {})]
+    assert images, f"{path.name}: no figure was displayed"
