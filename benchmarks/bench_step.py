@@ -51,31 +51,16 @@ def tinyvae_parts(x, repeats):
 
 def torch_parts(x, repeats):
     import torch
+    from torch_vae import TorchVAE
 
     torch.manual_seed(0)
-
-    class TorchVAE(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.enc, self.mu, self.logvar = torch.nn.Linear(784, 400), torch.nn.Linear(400, 20), torch.nn.Linear(400, 20)
-            self.dec1, self.dec2 = torch.nn.Linear(20, 400), torch.nn.Linear(400, 784)
-
-        def forward(self, x):
-            h = torch.relu(self.enc(x))
-            mu, logvar = self.mu(h), self.logvar(h)
-            z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-            logits = self.dec2(torch.relu(self.dec1(z)))
-            recon = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="sum")
-            kl = 0.5 * torch.sum(mu * mu + logvar.exp() - 1 - logvar)
-            return (recon + kl) / x.shape[0]
-
     model = TorchVAE()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     xb = torch.from_numpy(x)
 
     def forward_backward():
         opt.zero_grad()
-        model(xb).backward()
+        model.neg_elbo(xb).mean().backward()
 
     forward_backward()
     return {"forward+backward": median_ms(forward_backward, repeats), "Adam step": median_ms(opt.step, repeats)}

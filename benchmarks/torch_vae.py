@@ -1,0 +1,44 @@
+"""The reference VAE written in PyTorch, for the benchmarks' side-by-side runs (torch is an optional dependency)."""
+import torch
+
+import tinyvae as tv
+
+
+class TorchVAE(torch.nn.Module):
+    """784-400-20-400-784, ReLU, Bernoulli logits: the same model as tinyvae.VAE() with its defaults."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = torch.nn.Linear(784, 400)
+        self.mu, self.logvar = torch.nn.Linear(400, 20), torch.nn.Linear(400, 20)
+        self.dec1, self.dec2 = torch.nn.Linear(20, 400), torch.nn.Linear(400, 784)
+
+    def neg_elbo(self, x):
+        """Per-example negative ELBO (recon + KL), one z per example."""
+        h = torch.relu(self.enc(x))
+        mu, logvar = self.mu(h), self.logvar(h)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        logits = self.dec2(torch.relu(self.dec1(z)))
+        recon = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1)
+        kl = 0.5 * torch.sum(mu * mu + logvar.exp() - 1 - logvar, dim=1)
+        return recon + kl
+
+    def layer_pairs(self, model):
+        """(torch Linear, tinyvae Dense) pairs of the same layer in a tinyvae VAE."""
+        return [(self.enc, model.encoder[0]), (self.mu, model.mu_head), (self.logvar, model.logvar_head),
+                (self.dec1, model.decoder[0]), (self.dec2, model.decoder[2])]
+
+    def copy_from(self, model):
+        """Take a tinyvae VAE's weights (torch.nn.Linear stores W transposed)."""
+        with torch.no_grad():
+            for linear, dense in self.layer_pairs(model):
+                linear.weight.copy_(torch.from_numpy(tv.to_numpy(dense.W.data).T.copy()))
+                linear.bias.copy_(torch.from_numpy(tv.to_numpy(dense.b.data).copy()))
+        return self
+
+    def copy_to(self, model):
+        """Put these weights into a tinyvae VAE (to score both models with one implementation)."""
+        for linear, dense in self.layer_pairs(model):
+            dense.W.data[...] = tv.asarray(linear.weight.detach().numpy().T.copy())
+            dense.b.data[...] = tv.asarray(linear.bias.detach().numpy().copy())
+        return model
