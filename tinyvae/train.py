@@ -95,7 +95,8 @@ def fit(model, x_train, epochs, batch_size=128, optimizer=None, x_val=None, seed
         kl_warmup=0, clip=None, start_epoch=None, history=None, callback=None):
     """Train ``model`` for ``epochs`` more epochs of minibatch steps; returns the History (extended in place if given).
 
-    Each step: ``model.zero_grad(); model.loss(xb, rng=gen); model.backward(); [clip]; optimizer.step()``.
+    Each step: ``optimizer.zero_grad(); model.loss(xb, rng=gen); model.backward(); [clip]; optimizer.step()``
+    (the optimizer holds exactly the model's parameters, so its zero_grad is the model's, minus a tree walk).
 
     - ``x_train``, ``x_val``: (N, D) float arrays, NumPy or the active backend's; moved to the device once.
     - ``optimizer``: defaults to ``Adam(model.parameters(), lr)``; ``lr`` is ignored when one is given.
@@ -154,7 +155,7 @@ def fit(model, x_train, epochs, batch_size=128, optimizer=None, x_val=None, seed
                       leave=True, dynamic_ncols=True) as bar:
                 for step in range(steps):
                     xb = xp.take(x, perm[step * batch_size:min(n, (step + 1) * batch_size)], axis=0)
-                    model.zero_grad()
+                    optimizer.zero_grad()
                     parts = model.loss(xb, rng=gen)
                     if not math.isfinite(parts.total):
                         raise FloatingPointError(
