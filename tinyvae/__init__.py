@@ -29,3 +29,17 @@ from .reparam import Reparameterize
 from .train import History, active_units, evaluate, fit, iwae_bound, latent_variances
 
 __version__ = "0.1.0"
+
+__all__ = [
+    # the backend switch
+    "use", "backend_name", "get_xp", "asarray", "to_numpy", "default_dtype", "set_default_dtype", "Generator",
+    "as_generator", "seed", "BackendUnavailable",
+    # building blocks
+    "Parameter", "Module", "Sequential", "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softplus", "Identity",
+    "ACTIVATIONS", "get_activation", "Reparameterize",
+    # models, training, evaluation
+    "Autoencoder", "DenoisingAutoencoder", "VAE", "LossParts", "SGD", "Adam", "clip_grad_norm", "fit", "History",
+    "evaluate", "iwae_bound", "active_units", "latent_variances", "PCA", "save", "load", "Checkpoint",
+    # submodules
+    "backend", "checkpoint", "datasets", "experiments", "gradcheck", "losses", "models", "optim", "train",
+]

@@ -89,13 +89,13 @@ class Module:
         params = dict(self.named_parameters())
         missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
         if missing or unexpected:
-            raise KeyError(f"{type(self).__name__}.load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+            raise KeyError(f"{type(self).__name__}.load_state_dict: missing keys {missing}, "
+                           f"unexpected keys {unexpected}")
         for name, p in params.items():
             value = B.asarray(state[name], dtype=p.data.dtype)
             if tuple(value.shape) != p.shape:
-                raise ValueError(
-                    f"{type(self).__name__}.load_state_dict: {name!r} has shape {tuple(value.shape)}, expected {p.shape}"
-                )
+                raise ValueError(f"{type(self).__name__}.load_state_dict: {name!r} has shape {tuple(value.shape)}, "
+                                 f"expected {p.shape}")
             p.data[...] = value
 
     def __repr__(self):
