@@ -1,6 +1,7 @@
 """Tests for tinyvae.checkpoint: exact round trips, exact resumption of training, atomic writes, clear errors."""
 import json
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -162,7 +163,7 @@ def test_a_refused_temporary_file_names_the_folder(tmp_path, monkeypatch):
     def refuse(**kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(checkpoint.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
     with pytest.raises(PermissionError, match=f"cannot write checkpoint .*m.npz: the folder {tmp_path} is not wri"):
         save(small("ae"), tmp_path / "m.npz")
 

@@ -13,7 +13,6 @@ uint8 array of UTF-8 bytes, so that ``np.load(path, allow_pickle=False)`` reads 
 # B.asarray); no array math here.
 import json
 import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import numpy as np
 
 from . import backend as B
 from . import models, optim
+from .files import atomic_write
 
 FORMAT = "tinyvae-checkpoint"
 FORMAT_VERSION = 1
@@ -85,24 +85,12 @@ def save(model, path, optimizer=None, **meta):
                         f"History.to_dict() for a History): {err}") from None
     arrays["config"] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
-    folder, name = os.path.split(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-    except PermissionError:
-        raise PermissionError(f"cannot write checkpoint {path}: the folder {folder} is not writable") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(path) as f:
             np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; a checkpoint is an ordinary file, like a figure
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    except PermissionError:
+        folder = os.path.dirname(os.path.abspath(path))
+        raise PermissionError(f"cannot write checkpoint {path}: the folder {folder} is not writable") from None
     return path
 
 

@@ -7,11 +7,11 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from . import backend as B
+from .files import atomic_write
 
 DATASET_HELP = "mnist-small (bundled), mnist, fashion-mnist, or a folder of IDX files"
 
@@ -58,16 +58,8 @@ def _a(name):
 
 
 def _write_json(path, data):
-    """Write JSON atomically: a temporary file in the same folder, then a rename."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; metrics are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path, "w") as f:
+        json.dump(data, f, indent=2)
 
 
 def _load_data(name, progress=True):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from contextlib import contextmanager
 from statistics import NormalDist
 
@@ -27,6 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from . import backend as B
+from .files import atomic_write
 from .pca import PCA
 
 DPI = 100
@@ -99,24 +99,17 @@ def _save(fig, path):
         raise IsADirectoryError(f"cannot save the figure to {path}: it is a folder; give a file name like "
                                 f"{os.path.join(path, 'figure.png')}")
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    except OSError as err:
-        raise type(err)(err.errno, f"cannot save the figure to {path}: {err.strerror} in {folder}") from None
-    try:
-        with os.fdopen(fd, "wb") as out:
+        with atomic_write(path) as out:
             fig.savefig(out, format="png")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a figure should be readable like any other file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    except PermissionError as err:
+        raise PermissionError(err.errno, f"cannot save the figure to {path}: {err.strerror} in {folder}") from None
     return fig
 
 
 def _head(x, n):
     """The first n examples of a batch on any backend (array-API slicing names every axis: x[:n, ...])."""
     x = x if hasattr(x, "ndim") else B.asarray(x)
-    return x if x.ndim == 1 else x[:n, ...]
+    return x if x.ndim == 1 else x[:min(n, x.shape[0]), ...]  # a slice past the end is an error in the array API
 
 
 @contextmanager
