@@ -219,7 +219,8 @@ def cmd_gradcheck(args):
 
 
 def _common(p, seed=True):
-    p.add_argument("--backend", default=B.backend_name(), choices=B.BACKENDS, help="array backend (default: numpy)")
+    p.add_argument("--backend", default=B.backend_name(), choices=B.BACKENDS,
+                   help="array backend (default: $TINYVAE_BACKEND, else numpy)")
     if seed:
         p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
