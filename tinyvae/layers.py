@@ -8,7 +8,8 @@ INITS = ("pytorch", "xavier", "he")
 
 
 def check_batch(x, width, who, dtype=None):
-    """``x`` as a 2-D floating batch (N, width) of the active backend, or a clear error naming ``who``.
+    """``x`` as a 2-D floating batch (N, width) of the active backend, or a clear error naming ``who`` (any object
+    whose str() names the layer; it is formatted only when there is an error).
 
     Arrays of another backend (a NumPy array while CuPy is active, a list) are converted; the dtype is kept,
     so a float64 batch into a float32 layer is an error rather than a silent promotion.
@@ -69,7 +70,7 @@ class Dense(Module):
         self._x = None
 
     def forward(self, x):
-        x = check_batch(x, self.in_features, repr(self), self.W.data.dtype)
+        x = check_batch(x, self.in_features, self, self.W.data.dtype)  # self is named only in an error
         self._x = x
         y = x @ self.W.data
         y += self.b.data  # in place: one pass fewer than x @ W + b
