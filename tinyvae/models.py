@@ -103,6 +103,11 @@ class _Base(Module):
             return -self.recon_per_example(out, x)
         return -self.recon_per_example(out, x) - 0.5 * self.input_dim * math.log(math.pi)
 
+    def decode(self, z):
+        """The mean image of p(x|z) for each code z (a forward pass: it forgets the last loss's gradients)."""
+        self._grads = None
+        return self.mean_image(self.decoder.forward(B.asarray(z, dtype=self.dtype)))
+
     def mean_image(self, out):
         """The decoder's output as an image: sigmoid of the logits (bernoulli) or the mean itself (gaussian)."""
         return sigmoid(out) if self.likelihood == "bernoulli" else out
@@ -136,11 +141,6 @@ class Autoencoder(_Base):
     def encode(self, x):
         """The latent code z of each example."""
         return self.encoder.forward(self._input(x))
-
-    def decode(self, z):
-        """The mean image for each code z."""
-        self._grads = None
-        return self.mean_image(self.decoder.forward(B.asarray(z, dtype=self.dtype)))
 
     def forward(self, x):
         """The decoder's raw output (logits for bernoulli) for input x."""
@@ -238,11 +238,6 @@ class VAE(_Base):
         """(mu, logvar) of q(z|x) for each example."""
         h = self.encoder.forward(self._input(x))
         return self.mu_head.forward(h), self.logvar_head.forward(h)
-
-    def decode(self, z):
-        """The mean image of p(x|z) for each code z."""
-        self._grads = None
-        return self.mean_image(self.decoder.forward(B.asarray(z, dtype=self.dtype)))
 
     def forward(self, x, eps=None, rng=None):
         """The decoder's raw output for one sampled z per example."""

@@ -4,7 +4,7 @@
 them, e.g. ``monkeypatch.setitem(download.MIRRORS, "mnist", ["http://127.0.0.1:8000/"])``. ``fetch`` itself takes
 its mirrors and checksum as arguments and knows nothing about the tables.
 """
-# Host-only: file parsing and downloads; uses NumPy directly, never the active array backend.
+# Host-only: downloads and files; no array math at all.
 
 from __future__ import annotations
 
