@@ -313,6 +313,31 @@ def test_parameter_holds_data_and_a_zero_grad(xp):
     assert repr(p) == "Parameter(shape=(3, 2), dtype=float32)"
 
 
+def test_parameter_accumulate_is_grad_plus_equals_and_zero_grad_reads_as_zeros(xp):
+    gen = B.Generator(0)
+    p = tv.Parameter(gen.standard_normal((3, 2), "float64"))
+    g1, g2 = gen.standard_normal((3, 2), "float64"), gen.standard_normal((3, 2), "float64")
+    p.accumulate(B.copy(g1))  # the first gradient after zero_grad is kept as it is ...
+    p.accumulate(B.copy(g2))  # ... and later ones are added to it
+    np.testing.assert_allclose(B.to_numpy(p.grad), B.to_numpy(g1) + B.to_numpy(g2), rtol=1e-15)
+    p.zero_grad()
+    assert not B.to_numpy(p.grad).any() and tuple(p.grad.shape) == (3, 2)
+    p.zero_grad()
+    p.grad += g1  # the zeros read after zero_grad are a real array: in-place arithmetic lands in .grad
+    np.testing.assert_array_equal(B.to_numpy(p.grad), B.to_numpy(g1))
+    p.grad = None  # as in PyTorch: no gradient, read as zeros
+    assert not B.to_numpy(p.grad).any()
+
+
+def test_parameter_rejects_a_gradient_of_the_wrong_shape_or_dtype(xp):
+    p = tv.Parameter(B.zeros((3, 2), "float32"))
+    with pytest.raises(ValueError, match=r"accumulate: expected a gradient of shape \(3, 2\) and dtype float32, "
+                                         r"got shape \(1, 2\)"):
+        p.accumulate(B.zeros((1, 2), "float32"))  # would broadcast if added; adopted, it would be a wrong .grad
+    with pytest.raises(ValueError, match=r"grad: expected a gradient of shape \(3, 2\) and dtype float32, got .*64"):
+        p.grad = B.zeros((3, 2), "float64")  # float64 into float32 parameters would promote every update
+
+
 def test_named_parameters_are_complete_and_in_a_stable_order():
     m = _Pair()
     assert [n for n, _ in m.named_parameters()] == ["scale", "first.W", "first.b", "rest.1.W", "rest.1.b"]

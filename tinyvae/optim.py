@@ -31,7 +31,7 @@ class Optimizer:
 
     def zero_grad(self):
         for p in self.params:
-            p.grad[...] = 0
+            p.zero_grad()
 
     def step(self):
         raise NotImplementedError
