@@ -7,19 +7,19 @@ def sigmoid(x):
     """1 / (1 + exp(-x)), computed from e = exp(-|x|) <= 1 so that no input overflows.
 
     sigmoid(|x|) = 1 / (1 + e) and sigmoid(-|x|) = e / (1 + e): both are exact to the last bit in the tails.
-    """
-    xp = B.get_xp()
-    return sigmoid_from_exp(x, xp.exp(-xp.abs(x)))
-
-
-def sigmoid_from_exp(x, e):
-    """sigmoid(x) given e = exp(-|x|) (the BCE loss has e already).
-
     A 0/1 mask picks the branch: in NumPy multiplying by a mask is about ten times faster than xp.where.
     """
+    xp = B.get_xp()
+    e = xp.exp(-xp.abs(x))
     r = 1.0 / (1.0 + e)
     negative = B.astype(x < 0, x.dtype)
     return r * (negative * e + (1.0 - negative))  # r where x >= 0, e * r where x < 0 (both exact)
+
+
+def relu(x):
+    """max(x, 0), taken against a row of zeros: NumPy runs maximum(x, row) in its SIMD loop but maximum(x, 0.0)
+    element by element, 2.5x slower (the result is the same)."""
+    return B.get_xp().maximum(x, B.zeros(tuple(x.shape[-1:]), x.dtype))
 
 
 def softplus(x):
@@ -42,8 +42,7 @@ class ReLU(Activation):
     """y = max(x, 0).  Backward: dx = dout where x > 0, else 0."""
 
     def forward(self, x):
-        xp = B.get_xp()
-        y = xp.maximum(x, 0.0)
+        y = relu(x)
         self._saved_value = y
         return y
 
