@@ -108,14 +108,28 @@ def default_dtype():
     return getattr(_state.xp, _state.dtype)
 
 
+# (type, dtype) -> name, remembered: NumPy's dtype.name is slow and layers ask on every call. The type comes first
+# so that dtypes of two libraries are never compared with each other (array-api-strict warns when they are).
+_DTYPE_NAMES = {}
+
+
 def dtype_name(dtype) -> str:
     """'float32' or 'float64' for any spelling of those dtypes (string, NumPy, CuPy or array-api-strict)."""
     if dtype is None:
         return _state.dtype
+    key = (type(dtype), dtype)
+    try:
+        return _DTYPE_NAMES[key]
+    except (KeyError, TypeError):  # not seen yet, or not hashable
+        pass
     name = dtype if isinstance(dtype, str) else str(getattr(dtype, "name", None) or dtype)
     name = name.rsplit(".", 1)[-1].strip("'>")  # "<class 'numpy.float32'>", "array_api_strict.float64"
     if name not in DTYPES:
         raise ValueError(f"unsupported dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    try:
+        _DTYPE_NAMES[key] = name
+    except TypeError:
+        pass
     return name
 
 
@@ -209,7 +223,7 @@ def cache_block(dtype) -> int | None:
     """
     if _state.name == "cupy":
         return None
-    return (256 * 1024) // np.dtype(dtype_name(dtype)).itemsize
+    return (256 * 1024) // (4 if dtype_name(dtype) == "float32" else 8)
 
 
 def synchronize() -> None:
