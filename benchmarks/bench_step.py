@@ -10,6 +10,7 @@ import argparse
 import statistics
 import time
 
+import machine
 import tinyvae as tv
 from tinyvae.optim import adam_reference
 
@@ -73,6 +74,7 @@ def main():
     parser.add_argument("--no-torch", action="store_true")
     args = parser.parse_args()
     tv.use(args.backend)
+    print("\n".join(machine.describe()))
     x = tv.datasets.load("mnist-small").x_train[:128]
     ours = tinyvae_parts(x, args.repeats)
     theirs = {}

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import machine
 import tinyvae as tv
 from tinyvae.train import evaluate, fit, iwae_bound
 
@@ -73,6 +74,7 @@ def main():
     args = parser.parse_args()
 
     data = tv.datasets.load(args.data)
+    print("\n".join(machine.describe()))
     print(f"data: {data.x_train.shape[0]} training images, {data.x_test.shape[0]} test images from {args.data}")
     model = tv.VAE(784, (400,), 20, rng=SEED)
     opt = tv.Adam(model.parameters(), lr=LR)
