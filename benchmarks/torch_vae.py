@@ -13,11 +13,11 @@ class TorchVAE(torch.nn.Module):
         self.mu, self.logvar = torch.nn.Linear(400, 20), torch.nn.Linear(400, 20)
         self.dec1, self.dec2 = torch.nn.Linear(20, 400), torch.nn.Linear(400, 784)
 
-    def neg_elbo(self, x):
-        """Per-example negative ELBO (recon + KL), one z per example."""
+    def neg_elbo(self, x, eps=None):
+        """Per-example negative ELBO (recon + KL), one z per example (``eps`` fixes the noise; else torch draws it)."""
         h = torch.relu(self.enc(x))
         mu, logvar = self.mu(h), self.logvar(h)
-        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        z = mu + torch.exp(0.5 * logvar) * (torch.randn_like(mu) if eps is None else eps)
         logits = self.dec2(torch.relu(self.dec1(z)))
         recon = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1)
         kl = 0.5 * torch.sum(mu * mu + logvar.exp() - 1 - logvar, dim=1)
