@@ -53,7 +53,7 @@ class Entry:
 MANIFEST = (
     Entry("Dense.backward", "layers.py", "Dense.backward", 15,
           "dW = x^T dout, db = sum over the batch of dout, dx = dout W^T (None if not self.input_grad); "
-          "ADD dW and db into .grad"),
+          "ADD dW and db into .grad (self.W.accumulate(dW), or self.W.grad += dW)"),
     Entry("ReLU.backward", "activations.py", "ReLU.backward", 5,
           "dx = dout where x > 0, else 0 (self._saved(self._saved_value) is what forward kept)"),
     Entry("LeakyReLU.backward", "activations.py", "LeakyReLU.backward", 5,
