@@ -14,7 +14,7 @@ class Parameter:
     ``.grad`` reads as zeros until a backward pass adds to it, exactly as an array cleared by ``zero_grad()``
     and then added to. Underneath, ``zero_grad()`` drops the array instead of writing zeros into it, and the next
     ``accumulate(g)`` keeps ``g`` itself instead of adding it to zeros: a training step then makes neither pass
-    over memory, which for Adam-sized models is a few per cent of the step.
+    over every gradient, a few per cent of the step for the models here.
     """
 
     def __init__(self, data):
