@@ -98,14 +98,19 @@ def test_mse_value_is_summed_over_features_and_averaged_over_the_batch():
     np.testing.assert_array_equal(B.to_numpy(losses.mse_per_example(pred, target)), [5.0, 4.0])
 
 
+def _logits_and_targets(data, shape, limit):
+    """Logits in [-limit, limit] and targets in [0, 1], as backend arrays and as NumPy copies."""
+    logits, target = _matrix(data.draw, shape, -limit, limit), _matrix(data.draw, shape, 0.0, 1.0)
+    return logits, target, B.to_numpy(logits), B.to_numpy(target)
+
+
 @FAST
 @given(data=st.data(), shape=shapes())
 def test_bce_with_logits_equals_the_naive_formula(data, shape):
     # |l| <= 15 keeps the naive formula accurate: 1 - sigmoid(l) cancels, losing ~1e-16 / (1 - s) of relative
     # precision, 3e-10 at l = 15 (and everything at l = 40, where the stable form is the only right answer).
-    logits, target = _matrix(data.draw, shape, -15.0, 15.0), _matrix(data.draw, shape, 0.0, 1.0)
+    logits, target, lg, x = _logits_and_targets(data, shape, 15.0)
     value, _ = losses.bce_with_logits(logits, target)
-    lg, x = B.to_numpy(logits), B.to_numpy(target)
     s = 1.0 / (1.0 + np.exp(-lg))
     naive = -x * np.log(s) - (1 - x) * np.log(1 - s)
     assert value == pytest.approx(naive.sum() / lg.shape[0], rel=1e-8, abs=1e-8)
@@ -118,9 +123,8 @@ def test_bce_with_logits_equals_the_naive_formula(data, shape):
 def test_bce_gradient_equals_the_plain_sigmoid_formula(data, shape):
     # The gradient uses sigmoid(l) = (1 + tanh(l / 2)) / 2; the plain 1 / (1 + exp(-l)) - x is accurate at |l| <= 700
     # in float64. The two agree to a few roundings of 1, which is all the difference s - x resolves.
-    logits, target = _matrix(data.draw, shape, -700.0, 700.0), _matrix(data.draw, shape, 0.0, 1.0)
+    logits, target, lg, x = _logits_and_targets(data, shape, 700.0)
     _, dlogits = losses.bce_with_logits(logits, target)
-    lg, x = B.to_numpy(logits), B.to_numpy(target)
     plain = (1.0 / (1.0 + np.exp(-lg)) - x) / lg.shape[0]
     np.testing.assert_allclose(B.to_numpy(dlogits), plain, rtol=0, atol=4e-16 / lg.shape[0])
 
