@@ -4,7 +4,7 @@
     tv.use("numpy")            # or "cupy" for a GPU, or "strict" to test that no code escapes the backend
     layer = tv.Dense(784, 400)
 """
-from . import backend, checkpoint, datasets, experiments, gradcheck, losses, models, optim, train
+from . import backend, checkpoint, conv, datasets, experiments, gradcheck, losses, models, optim, train
 from .activations import ACTIVATIONS, Identity, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh, get_activation
 from .backend import (
     BackendUnavailable,
@@ -20,6 +20,7 @@ from .backend import (
     use,
 )
 from .checkpoint import Checkpoint, load, save
+from .conv import Conv2d, ConvTranspose2d, Flatten, Unflatten
 from .layers import Dense
 from .models import VAE, Autoencoder, DenoisingAutoencoder, LossParts
 from .module import Module, Parameter, Sequential
@@ -37,9 +38,10 @@ __all__ = [
     # building blocks
     "Parameter", "Module", "Sequential", "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softplus", "Identity",
     "ACTIVATIONS", "get_activation", "Reparameterize",
+    "Conv2d", "ConvTranspose2d", "Flatten", "Unflatten",
     # models, training, evaluation
     "Autoencoder", "DenoisingAutoencoder", "VAE", "LossParts", "SGD", "Adam", "clip_grad_norm", "fit", "History",
     "evaluate", "iwae_bound", "active_units", "latent_variances", "PCA", "save", "load", "Checkpoint",
     # submodules
-    "backend", "checkpoint", "datasets", "experiments", "gradcheck", "losses", "models", "optim", "train",
+    "backend", "checkpoint", "conv", "datasets", "experiments", "gradcheck", "losses", "models", "optim", "train",
 ]

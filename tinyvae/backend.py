@@ -215,6 +215,33 @@ def copy(a):
     return a.copy() if _state.name == "cupy" else _state.xp.asarray(a, copy=True)
 
 
+def permute(a, axes):
+    """``a`` with its axes reordered (a view where the backend can): numpy.transpose under its Array API name."""
+    xp = _state.xp
+    return xp.permute_dims(a, axes) if hasattr(xp, "permute_dims") else xp.transpose(a, axes)
+
+
+def sliding_windows(x, kh, kw, stride):
+    """Every kh x kw window of a 4-D array x (N, C, H, W), taken every ``stride`` pixels: shape (N, C, OH, OW, kh, kw)
+    with OH = (H - kh) // stride + 1 (and OW likewise), window[n, c, i, j] = x[n, c, i*s:i*s+kh, j*s:j*s+kw].
+
+    On NumPy and CuPy this is a strided VIEW of x (no copy; never write into it: windows overlap). The strict
+    backend has no strided views, so it stacks the kh * kw shifted slices instead (a copy with the same values).
+    """
+    n, c, h, w = (int(d) for d in x.shape)
+    oh, ow = (h - kh) // stride + 1, (w - kw) // stride + 1
+    xp = _state.xp
+    if _state.name in ("numpy", "cupy"):
+        s = x.strides
+        shape, strides = (n, c, oh, ow, kh, kw), (s[0], s[1], s[2] * stride, s[3] * stride, s[2], s[3])
+        if _state.name == "numpy":
+            return np.lib.stride_tricks.as_strided(x, shape, strides, writeable=False)
+        return xp.lib.stride_tricks.as_strided(x, shape, strides)
+    rows = [xp.stack([x[:, :, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride]
+                      for j in range(kw)], axis=-1) for i in range(kh)]
+    return xp.stack(rows, axis=-2)
+
+
 def cache_block(dtype) -> int | None:
     """How many elements of ``dtype`` a loop of many element-wise passes should take at a time (Adam's update).
 
