@@ -3,9 +3,12 @@
 Every figure is therefore "per example" (nats per image for the Bernoulli decoder). Each loss returns the value as
 a Python float and the gradient(s) as arrays of the input's shape; the ``*_per_example`` forms give the (N,) vector
 of per-example values, with no gradient, for evaluation.
+
+The plain formulas come first. ``bce_with_logits_fast`` and ``gaussian_kl_fast`` take the same arguments and give
+the same numbers with fewer passes (in place, or one fused CuPy kernel); on CuPy they return the value as a 0-d
+device array instead of a float, so that a training step never waits for the GPU (``float(value)`` reads it).
 """
 from . import backend as B
-from .activations import relu
 
 
 def _pair(a, b, who, names):
@@ -19,6 +22,10 @@ def _pair(a, b, who, names):
             f"got {tuple(a.shape)} and {tuple(b.shape)}"
         )
     return a, b
+
+
+def _on_gpu():
+    return B.backend_name() == "cupy"
 
 
 def mse_per_example(pred, target):
@@ -40,10 +47,7 @@ def mse(pred, target):
 def _bce_terms(logits, target):
     """max(l, 0) - l * x + log1p(exp(-|l|)) element-wise: no exp that could overflow, exact at l = +-1e4."""
     xp = B.get_xp()
-    terms = relu(logits)
-    terms -= logits * target
-    terms += xp.log1p(xp.exp(-xp.abs(logits)))
-    return terms
+    return xp.maximum(logits, 0.0) - logits * target + xp.log1p(xp.exp(-xp.abs(logits)))
 
 
 def bce_with_logits_per_example(logits, target):
@@ -57,14 +61,33 @@ def bce_with_logits(logits, target):
 
     Value: 1/N sum_n sum_d [max(l, 0) - l x + log1p(exp(-|l|))], which equals -x log s - (1-x) log(1-s) with
     s = sigmoid(l) but never overflows, so it is finite and exact even at l = +-1e4.
-    Gradient: dl = (sigmoid(l) - x) / N, with sigmoid(l) = (1 + tanh(l / 2)) / 2: one tanh and no branch, exactly 0
-    or 1 in the tails; its absolute error is about one rounding of 1, no more than the subtraction s - x makes.
+    Gradient: dl = (sigmoid(l) - x) / N.   logits, target, dl: (N, D); value: a float.
     """
     logits, target = _pair(logits, target, "bce_with_logits", ("logits", "target"))
     xp = B.get_xp()
     n = logits.shape[0]
     value = float(xp.sum(_bce_terms(logits, target))) / n
-    grad = xp.tanh(logits * 0.5)  # in place from here on: each step one pass over the array, no new one
+    sigmoid = (1.0 + xp.tanh(logits / 2)) / 2  # = 1 / (1 + exp(-l)), with no exp that could overflow
+    return value, (sigmoid - target) / n
+
+
+def bce_with_logits_fast(logits, target):
+    """``bce_with_logits`` with each step in place (one pass each, no new arrays), or one fused kernel on CuPy.
+
+    sigmoid(l) = (1 + tanh(l / 2)) / 2: one tanh and no branch, exactly 0 or 1 in the tails; its absolute error is
+    about one rounding of 1, no more than the subtraction s - x makes.
+    """
+    logits, target = _pair(logits, target, "bce_with_logits", ("logits", "target"))
+    if _on_gpu():
+        from . import kernels
+        return kernels.bce_with_logits(logits, target)
+    xp = B.get_xp()
+    n = logits.shape[0]
+    terms = xp.maximum(logits, B.zeros(tuple(logits.shape[-1:]), logits.dtype))  # relu_fast: a row of zeros
+    terms -= logits * target
+    terms += xp.log1p(xp.exp(-xp.abs(logits)))
+    value = float(xp.sum(terms)) / n
+    grad = xp.tanh(logits * 0.5)
     grad += 1.0
     grad *= 0.5
     grad -= target
@@ -83,9 +106,21 @@ def gaussian_kl(mu, logvar):
     """KL(q || p) for q = N(mu, diag(exp(logvar))) and p = N(0, I), averaged over the batch.
 
     Value: 1/N sum_n 1/2 sum_j (mu^2 + exp(logvar) - 1 - logvar); zero exactly at mu = 0, logvar = 0.
-    Gradients: dmu = mu / N, dlogvar = (exp(logvar) - 1) / (2N).
+    Gradients: dmu = mu / N, dlogvar = (exp(logvar) - 1) / (2N).   mu, logvar, dmu, dlogvar: (N, K).
     """
     mu, logvar = _pair(mu, logvar, "gaussian_kl", ("mu", "logvar"))
+    xp = B.get_xp()
+    n = mu.shape[0]
+    value = 0.5 * float(xp.sum(mu * mu + xp.exp(logvar) - 1.0 - logvar)) / n
+    return value, mu / n, (xp.exp(logvar) - 1.0) / (2 * n)
+
+
+def gaussian_kl_fast(mu, logvar):
+    """``gaussian_kl`` computing exp(logvar) once, or as one fused kernel on CuPy (value then a 0-d array)."""
+    mu, logvar = _pair(mu, logvar, "gaussian_kl", ("mu", "logvar"))
+    if _on_gpu():
+        from . import kernels
+        return kernels.gaussian_kl(mu, logvar)
     xp = B.get_xp()
     n = mu.shape[0]
     var = xp.exp(logvar)

@@ -5,7 +5,6 @@ Each model's ``loss(x, ...)`` runs the forward pass and returns the objective pe
 (N, input_dim) of pixel intensities in [0, 1]; they are converted to the model's dtype on the active backend.
 """
 import math
-from dataclasses import dataclass
 
 from . import backend as B
 from . import losses
@@ -18,13 +17,32 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 NOISES = ("gaussian", "masking")
 
 
-@dataclass
 class LossParts:
-    """The objective per example: total = recon + beta * kl (kl is 0 for a plain autoencoder)."""
+    """The objective per example: total = recon + beta * kl (kl is 0 for a plain autoencoder), read as floats.
 
-    total: float
-    recon: float
-    kl: float
+    On a GPU the numbers stay on the device until one is read (reading waits for the GPU to finish the step), so a
+    training loop can add them up without a host sync per step: ``values()`` gives them as they are kept.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, total, recon, kl):
+        self._values = (total, recon, kl)
+
+    total = property(lambda self: float(self._values[0]))
+    recon = property(lambda self: float(self._values[1]))
+    kl = property(lambda self: float(self._values[2]))
+
+    def values(self):
+        """(total, recon, kl) as kept: floats, or 0-d arrays of the active backend (not yet read from a GPU)."""
+        return self._values
+
+    def __eq__(self, other):
+        return isinstance(other, LossParts) and (self.total, self.recon, self.kl) == (other.total, other.recon,
+                                                                                       other.kl)
+
+    def __repr__(self):
+        return f"LossParts(total={self.total!r}, recon={self.recon!r}, kl={self.kl!r})"
 
 
 def mlp(sizes, activation="relu", dtype=None, rng=None, last_activation=False):
@@ -48,7 +66,13 @@ def _check_sizes(input_dim, hidden, latent_dim, likelihood):
 
 
 class _Base(Module):
-    """What the models share: input checks, the reconstruction term, and the decoder's mean image."""
+    """What the models share: input checks, the reconstruction term, and the decoder's mean image.
+
+    ``needs_labels = True`` on a subclass (a conditional model) makes ``fit`` and ``evaluate`` require labels and
+    pass them on as ``loss(x, y=labels, ...)`` and ``loss_per_example(x, y=labels, ...)``.
+    """
+
+    needs_labels = False
 
     def _input(self, x):
         """x as a 2-D batch in the model's dtype; a single image (D,) becomes a batch of one.
@@ -84,7 +108,7 @@ class _Base(Module):
     def _recon(self, out, x):
         """The reconstruction term and its gradient: BCE on logits (bernoulli) or squared error (gaussian)."""
         if self.likelihood == "bernoulli":
-            return losses.bce_with_logits(out, x)
+            return losses.bce_with_logits_fast(out, x)
         return losses.mse(out, x)
 
     def recon_per_example(self, out, x):
@@ -250,7 +274,7 @@ class VAE(_Base):
         mu, logvar = self.encode(x)
         z = self.reparam.forward(mu, logvar, eps=eps, rng=rng)
         recon, dout = self._recon(self.decoder.forward(z), x)
-        kl, dmu_kl, dlogvar_kl = losses.gaussian_kl(mu, logvar)
+        kl, dmu_kl, dlogvar_kl = losses.gaussian_kl_fast(mu, logvar)
         self._grads = (dout, dmu_kl, dlogvar_kl)
         return LossParts(recon + self.beta * kl, recon, kl)
 

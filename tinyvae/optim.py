@@ -1,16 +1,27 @@
 """Optimizers (SGD with momentum, Adam) and gradient-norm clipping.
 
-Each optimizer updates its parameters in place from their ``.grad``. ``state_dict()``/``load_state_dict()`` carry
-the step count and the moment estimates, so training can stop and resume exactly.
+Each update rule is written twice, side by side: ``sgd_reference`` / ``adam_reference`` are the formulas, returning
+new arrays; ``sgd_fast`` / ``adam_fast`` take the same arguments and compute the same numbers in place (and, on
+CuPy, as one fused kernel from ``tinyvae.kernels``). Tests keep each pair equal.
+
+An optimizer puts its parameters into flat buffers (``module.flatten_parameters``: one contiguous array per dtype,
+each parameter's ``.data`` and ``.grad`` a view into it) and keeps its moment estimates in arrays of the same
+layout, so a step is one call of the fast rule over everything. Its parameters may be any subset of a model's (one
+optimizer per network, as a GAN needs). ``state_dict()``/``load_state_dict()`` carry the step count and the moment
+estimates parameter by parameter, so training can stop and resume exactly.
 """
 import math
 
 from . import backend as B
-from .module import Parameter
+from .module import Parameter, flatten_parameters
 
 
 class Optimizer:
-    """Holds a list of Parameters and whatever per-parameter state the update rule needs."""
+    """Holds a list of Parameters and whatever per-parameter state the update rule needs.
+
+    ``self.state[name][i]`` is parameter i's state array; underneath it is a view into ``self.flat_state[name][j]``,
+    the state of flat buffer j (``self.buffers[j]``), laid out as that buffer's data.
+    """
 
     hyperparameters = ("lr",)
     buffers = ()  # names of the per-parameter state arrays
@@ -26,8 +37,13 @@ class Optimizer:
             raise ValueError(f"{type(self).__name__}: lr must be positive, got {lr!r}")
         self.lr = float(lr)
         self.t = 0
+        self.flat = flatten_parameters(self.params)
         xp = B.get_xp()
-        self.state = {name: [xp.zeros_like(p.data) for p in self.params] for name in self.buffers}
+        self.flat_state = {name: [xp.zeros_like(buf.data) for buf in self.flat] for name in self.buffers}
+        self.state = {}
+        for name, arrays in self.flat_state.items():
+            views = {id(p): v for buf, a in zip(self.flat, arrays) for p, v in zip(buf.params, buf.views(a))}
+            self.state[name] = [views[id(p)] for p in self.params]
 
     def zero_grad(self):
         for p in self.params:
@@ -35,6 +51,15 @@ class Optimizer:
 
     def step(self):
         raise NotImplementedError
+
+    def _flat_groups(self):
+        """[(data, grad, *state arrays)] for one pass per flat buffer, or per parameter if a buffer was broken up."""
+        if all(buf.intact() for buf in self.flat):
+            for buf in self.flat:
+                buf.settle_grads()
+            return [(buf.data, buf.grad, *(self.flat_state[n][j] for n in self.buffers))
+                    for j, buf in enumerate(self.flat)]
+        return [(p.data, p.grad, *(self.state[n][i] for n in self.buffers)) for i, p in enumerate(self.params)]
 
     def state_dict(self):
         """{"type", "t", "hyperparameters": {...}, "buffers": {"m.0": array, ...}} with copies of the arrays."""
@@ -66,6 +91,34 @@ class Optimizer:
         self.t = int(state["t"])
 
 
+def sgd_reference(p, g, buf, lr, momentum=0.0, weight_decay=0.0):
+    """One SGD step written as the formula (torch.optim.SGD, no dampening), returning new (p, buf).
+
+    g = grad + weight_decay * p;  buf = momentum * buf + g;  p = p - lr * buf     (with momentum 0: p = p - lr * g)
+    ``buf`` starts at zeros, so the first step's buf is g itself, as in torch.
+    """
+    g = g + weight_decay * p
+    if momentum:
+        buf = momentum * buf + g
+        g = buf
+    return p - lr * g, buf
+
+
+def sgd_fast(p, g, buf, lr, momentum=0.0, weight_decay=0.0):
+    """``sgd_reference`` in place: p and buf are updated and returned (one fused kernel on CuPy)."""
+    if B.backend_name() == "cupy":
+        from . import kernels
+        return kernels.sgd(p, g, buf, lr, momentum, weight_decay)
+    if weight_decay:
+        g = g + weight_decay * p
+    if momentum:
+        buf *= momentum
+        buf += g
+        g = buf
+    p -= lr * g
+    return p, buf
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent with momentum, as torch.optim.SGD (no dampening).
 
@@ -81,13 +134,8 @@ class SGD(Optimizer):
 
     def step(self):
         self.t += 1
-        for p, buf in zip(self.params, self.state["momentum_buffer"]):
-            g = p.grad + self.weight_decay * p.data if self.weight_decay else p.grad
-            if self.momentum:
-                buf *= self.momentum
-                buf += g
-                g = buf
-            p.data -= self.lr * g
+        for p, g, buf in self._flat_groups():
+            sgd_fast(p, g, buf, self.lr, self.momentum, self.weight_decay)
 
 
 def adam_reference(p, g, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
@@ -105,14 +153,45 @@ def adam_reference(p, g, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_
     return p - m_hat_scale * m / denom, m, v
 
 
+def adam_fast(p, g, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    """``adam_reference`` in place: p, m and v are updated and returned.
+
+    The step is rearranged to need no new arrays: m = b1 (m - g) + g and v = b2 (v - g^2) + g^2, and
+    lr / c1 * m / (sqrt(v) / sqrt(c2) + eps) = (lr sqrt(c2) / c1) * m / (sqrt(v) + eps sqrt(c2)), c_i = 1 - b_i^t.
+    On the CPU the twelve passes run block by block (a few hundred KB of each array, ``backend.cache_block``), so
+    each block stays in cache from the first pass to the last. On CuPy the whole update is ONE fused kernel
+    (``kernels.adam``), whatever the size: a flat buffer of all parameters then takes one launch.
+    """
+    b1, b2 = betas
+    root_c2 = math.sqrt(1 - b2**t)
+    scale = lr * root_c2 / (1 - b1**t)
+    eps_hat = eps * root_c2
+    if B.backend_name() == "cupy":
+        from . import kernels
+        return kernels.adam(p, g, m, v, b1, b2, scale, eps_hat, weight_decay)
+    xp = B.get_xp()
+    g_all = g + weight_decay * p if weight_decay else g
+    for rows in _row_blocks(p, B.cache_block(p.dtype)):  # views: the updates land in place
+        w, gb, mb, vb = p[rows], g_all[rows], m[rows], v[rows]
+        mb -= gb
+        mb *= b1
+        mb += gb
+        g2 = gb * gb
+        vb -= g2
+        vb *= b2
+        vb += g2
+        denom = xp.sqrt(vb)
+        denom += eps_hat
+        update = mb / denom
+        update *= scale
+        w -= update
+    return p, m, v
+
+
 class Adam(Optimizer):
     """Adam with exactly torch.optim.Adam's update (``adam_reference`` is the formula; a test keeps them equal).
 
-    The step is rearranged to run in place: m = b1 (m - g) + g and v = b2 (v - g^2) + g^2 need no new arrays, and
-    lr / c1 * m / (sqrt(v) / sqrt(c2) + eps) = (lr sqrt(c2) / c1) * m / (sqrt(v) + eps sqrt(c2)). That halves the
-    passes over memory of the formula written with temporaries. The twelve passes run block by block (a few
-    hundred KB of each array, ``backend.cache_block``), so each block stays in cache from the first pass to the last
-    instead of every pass streaming the whole matrix from memory.
+    ``step`` runs ``adam_fast`` once per flat buffer (all the parameters of one dtype together).
     """
 
     hyperparameters = ("lr", "beta1", "beta2", "eps", "weight_decay")
@@ -130,28 +209,9 @@ class Adam(Optimizer):
         return (self.beta1, self.beta2)
 
     def step(self):
-        xp = B.get_xp()
         self.t += 1
-        b1, b2 = self.beta1, self.beta2
-        root_c2 = math.sqrt(1 - b2**self.t)
-        scale = self.lr * root_c2 / (1 - b1**self.t)
-        eps = self.eps * root_c2
-        for p, m_all, v_all in zip(self.params, self.state["m"], self.state["v"]):
-            g_all = p.grad + self.weight_decay * p.data if self.weight_decay else p.grad
-            for rows in _row_blocks(p.data, B.cache_block(p.data.dtype)):  # views: the updates land in place
-                w, g, m, v = p.data[rows], g_all[rows], m_all[rows], v_all[rows]
-                m -= g
-                m *= b1
-                m += g
-                g2 = g * g
-                v -= g2
-                v *= b2
-                v += g2
-                denom = xp.sqrt(v)
-                denom += eps
-                update = m / denom
-                update *= scale
-                w -= update
+        for p, g, m, v in self._flat_groups():
+            adam_fast(p, g, m, v, self.t, self.lr, self.betas, self.eps, self.weight_decay)
 
 
 def _row_blocks(a, size):

@@ -11,7 +11,7 @@ batches and noise of an uninterrupted run.
 import math
 import time
 
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from . import backend as B
 from .optim import Adam, clip_grad_norm
@@ -91,14 +91,121 @@ def _positive_int(value, name, minimum=1):
     return value
 
 
+def _labels(model, y, n, who):
+    """Labels (N,) on the device for a model with ``needs_labels``; None for other models (labels are ignored)."""
+    if not getattr(model, "needs_labels", False):
+        return None
+    if y is None:
+        raise ValueError(f"{who}: {type(model).__name__} needs labels (needs_labels = True): pass them as well")
+    y = B.asarray(y) if not B.is_array(y) else y
+    if y.ndim != 1 or y.shape[0] != n:
+        raise ValueError(f"{who}: expected one label per example, shape ({n},), got shape {tuple(y.shape)}")
+    return y
+
+
+def _model_call(method, x, y, **kwargs):
+    """``method(x, **kwargs)``, with ``y=labels`` added for a model that needs labels (y is not None)."""
+    return method(x, **kwargs) if y is None else method(x, y=y, **kwargs)
+
+
+class _Run:
+    """What one ``fit`` call trains with: the data on the device, the optimizer, the options, the progress bar."""
+
+    def __init__(self, model, x, y, optimizer, batch_size, clip, seed, bar):
+        self.model, self.x, self.y, self.optimizer = model, x, y, optimizer
+        self.batch_size, self.clip, self.seed, self.bar = batch_size, clip, seed, bar
+        self.n = x.shape[0]
+        self.steps = math.ceil(self.n / batch_size)
+        self.params = model.parameters()
+
+
+def train_epoch(run, epoch, end):
+    """One epoch of minibatch steps; returns the (loss, recon, kl) sums over its examples, as floats.
+
+    Each step: zero the gradients, ``model.loss`` on the batch, stop if the loss is not finite (before the update,
+    so the weights stay finite), ``model.backward()``, clip if asked, ``optimizer.step()``.
+    """
+    xp = B.get_xp()
+    model, n, size = run.model, run.n, run.batch_size
+    gen = B.Generator((run.seed, epoch))
+    perm = gen.permutation(n)
+    sums = [0.0, 0.0, 0.0]
+    run.bar.set_description(f"epoch {epoch + 1}/{end}", refresh=False)
+    for step in range(run.steps):
+        idx = perm[step * size:min(n, (step + 1) * size)]
+        xb = xp.take(run.x, idx, axis=0)
+        yb = None if run.y is None else xp.take(run.y, idx, axis=0)
+        run.optimizer.zero_grad()
+        parts = _model_call(model.loss, xb, yb, rng=gen)
+        total = parts.total
+        if not math.isfinite(total):
+            raise FloatingPointError(
+                f"fit: the loss became {total} at epoch {epoch + 1}, step {step + 1} of {run.steps}; "
+                "try a smaller lr, gradient clipping (clip=...), or check the data for NaN/Inf")
+        model.backward()
+        if run.clip is not None:
+            clip_grad_norm(run.params, run.clip)
+        run.optimizer.step()
+        m = xb.shape[0]
+        sums = [sums[0] + m * total, sums[1] + m * parts.recon, sums[2] + m * parts.kl]
+        run.bar.update(1)
+        run.bar.set_postfix(loss=f"{sums[0] / min(n, (step + 1) * size):.3f}", refresh=False)
+    return sums
+
+
+def record_epoch(run, history, epoch, sums, seconds, x_val, y_val):
+    """Append one epoch's figures to ``history``: the train means, the time, and ``evaluate`` on x_val if given."""
+    history.epoch_time.append(seconds)
+    history.epochs.append(epoch + 1)
+    for key, total in zip(("train_loss", "train_recon", "train_kl"), sums):
+        getattr(history, key).append(total / run.n)
+    postfix = {"loss": f"{history.train_loss[-1]:.3f}"}
+    if x_val is not None:
+        val = evaluate(run.model, x_val, seed=run.seed, labels=y_val)
+        for key in ("loss", "recon", "kl"):
+            getattr(history, "val_" + key).append(val[key])
+        postfix["val"] = f"{val['loss']:.3f}"
+    run.bar.set_postfix(postfix)
+
+
+def _checked_fit_args(model, x_train, epochs, batch_size, optimizer, x_val, lr, kl_warmup, clip, start_epoch,
+                      history, y_train, y_val):
+    """Every argument of ``fit`` checked and converted: (x, y, x_val, y_val, optimizer, start_epoch, history)."""
+    _positive_int(epochs, "fit: epochs", 0)
+    _positive_int(batch_size, "fit: batch_size")
+    _positive_int(kl_warmup, "fit: kl_warmup", 0)
+    if clip is not None and not clip > 0:
+        raise ValueError(f"fit: clip must be a positive number or None, got {clip!r}")
+    if history is None:
+        history = History()
+    elif not isinstance(history, History):
+        raise TypeError(f"fit: history must be a tinyvae.train.History (History.from_dict(d) reads a saved one), "
+                        f"got {type(history).__name__}")
+    start_epoch = len(history) if start_epoch is None else _positive_int(start_epoch, "fit: start_epoch", 0)
+    x = _as_data(model, x_train, "fit: x_train")
+    y = _labels(model, y_train, x.shape[0], "fit: y_train")
+    if x_val is not None:
+        x_val = _as_data(model, x_val, "fit: x_val")
+        y_val = _labels(model, y_val, x_val.shape[0], "fit: y_val")
+    params = model.parameters()
+    if optimizer is None:
+        optimizer = Adam(params, lr=lr)
+    elif [id(p) for p in optimizer.params] != [id(p) for p in params]:
+        raise ValueError("fit: the optimizer does not hold this model's parameters (was it made for another model, "
+                         "or before the model was loaded?); build it with Adam(model.parameters())")
+    return x, y, x_val, y_val, optimizer, start_epoch, history
+
+
 def fit(model, x_train, epochs, batch_size=128, optimizer=None, x_val=None, seed=0, progress=True, lr=1e-3,
-        kl_warmup=0, clip=None, start_epoch=None, history=None, callback=None):
+        kl_warmup=0, clip=None, start_epoch=None, history=None, callback=None, y_train=None, y_val=None):
     """Train ``model`` for ``epochs`` more epochs of minibatch steps; returns the History (extended in place if given).
 
     Each step: ``optimizer.zero_grad(); model.loss(xb, rng=gen); model.backward(); [clip]; optimizer.step()``
     (the optimizer holds exactly the model's parameters, so its zero_grad is the model's, minus a tree walk).
 
     - ``x_train``, ``x_val``: (N, D) float arrays, NumPy or the active backend's; moved to the device once.
+    - ``y_train``, ``y_val``: labels (N,), for a model with ``needs_labels = True`` (a conditional VAE), which is
+      then called as ``model.loss(xb, y=yb, rng=gen)``; other models ignore them.
     - ``optimizer``: defaults to ``Adam(model.parameters(), lr)``; ``lr`` is ignored when one is given.
       To checkpoint from a ``callback``, create the optimizer yourself so the callback can save it.
     - ``seed``: epoch e uses ``Generator((seed, e))`` for the shuffle and the model's noise.
@@ -113,84 +220,37 @@ def fit(model, x_train, epochs, batch_size=128, optimizer=None, x_val=None, seed
     Train figures are averaged over the epoch's minibatches weighted by their size (a running average of a
     changing model); val figures come from ``evaluate`` (eval mode, a fixed noise seed) after the epoch.
     A NaN or infinite loss stops training with FloatingPointError naming the epoch and step (before that step's
-    update, so the weights stay finite). The model trains in training mode and is left in it.
+    update, so the weights stay finite). The model trains in training mode and is left in it. One progress bar
+    (``tqdm.auto``) covers the whole run.
     """
-    xp = B.get_xp()
-    _positive_int(epochs, "fit: epochs", 0)
-    _positive_int(batch_size, "fit: batch_size")
-    _positive_int(kl_warmup, "fit: kl_warmup", 0)
-    if clip is not None and not clip > 0:
-        raise ValueError(f"fit: clip must be a positive number or None, got {clip!r}")
-    if history is None:
-        history = History()
-    elif not isinstance(history, History):
-        raise TypeError(f"fit: history must be a tinyvae.train.History (History.from_dict(d) reads a saved one), "
-                        f"got {type(history).__name__}")
-    start_epoch = len(history) if start_epoch is None else _positive_int(start_epoch, "fit: start_epoch", 0)
-    x = _as_data(model, x_train, "fit: x_train")
-    if x_val is not None:
-        x_val = _as_data(model, x_val, "fit: x_val")
-    params = model.parameters()
-    if optimizer is None:
-        optimizer = Adam(params, lr=lr)
-    elif [id(p) for p in optimizer.params] != [id(p) for p in params]:
-        raise ValueError("fit: the optimizer does not hold this model's parameters (was it made for another model, "
-                         "or before the model was loaded?); build it with Adam(model.parameters())")
-
-    n = x.shape[0]
-    steps = math.ceil(n / batch_size)
+    x, y, x_val, y_val, optimizer, start_epoch, history = _checked_fit_args(
+        model, x_train, epochs, batch_size, optimizer, x_val, lr, kl_warmup, clip, start_epoch, history, y_train,
+        y_val)
     warm = kl_warmup > 0 and hasattr(model, "beta")
     target_beta = model.beta if warm else None
     end = start_epoch + epochs
+    steps = math.ceil(x.shape[0] / batch_size)
     model.train()
-    try:
-        for epoch in range(start_epoch, end):
-            if warm:
-                model.beta = target_beta * min(1.0, (epoch + 1) / kl_warmup)
-            gen = B.Generator((seed, epoch))
-            perm = gen.permutation(n)
-            totals = [0.0, 0.0, 0.0]  # loss, recon, kl, each summed over examples
-            start = time.perf_counter()
-            with tqdm(total=steps, desc=f"epoch {epoch + 1}/{end}", unit="batch", disable=not progress,
-                      leave=True, dynamic_ncols=True) as bar:
-                for step in range(steps):
-                    xb = xp.take(x, perm[step * batch_size:min(n, (step + 1) * batch_size)], axis=0)
-                    optimizer.zero_grad()
-                    parts = model.loss(xb, rng=gen)
-                    if not math.isfinite(parts.total):
-                        raise FloatingPointError(
-                            f"fit: the loss became {parts.total} at epoch {epoch + 1}, step {step + 1} of {steps}; "
-                            "try a smaller lr, gradient clipping (clip=...), or check the data for NaN/Inf")
-                    model.backward()
-                    if clip is not None:
-                        clip_grad_norm(params, clip)
-                    optimizer.step()
-                    m = xb.shape[0]
-                    totals = [totals[0] + m * parts.total, totals[1] + m * parts.recon, totals[2] + m * parts.kl]
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{totals[0] / min(n, (step + 1) * batch_size):.3f}", refresh=False)
+    with tqdm(total=steps * epochs, desc=f"epoch {start_epoch + 1}/{end}", unit="batch", disable=not progress,
+              leave=True, dynamic_ncols=True) as bar:
+        run = _Run(model, x, y, optimizer, batch_size, clip, seed, bar)
+        try:
+            for epoch in range(start_epoch, end):
+                if warm:
+                    model.beta = target_beta * min(1.0, (epoch + 1) / kl_warmup)
+                start = time.perf_counter()
+                sums = train_epoch(run, epoch, end)
                 B.synchronize()
+                seconds = time.perf_counter() - start
                 if warm:  # the model's own beta between epochs: for validation, and for a callback that saves it
                     model.beta = target_beta
-                history.epoch_time.append(time.perf_counter() - start)
-                history.epochs.append(epoch + 1)
-                history.train_loss.append(totals[0] / n)
-                history.train_recon.append(totals[1] / n)
-                history.train_kl.append(totals[2] / n)
-                postfix = {"loss": f"{history.train_loss[-1]:.3f}"}
-                if x_val is not None:
-                    val = evaluate(model, x_val, seed=seed)
-                    history.val_loss.append(val["loss"])
-                    history.val_recon.append(val["recon"])
-                    history.val_kl.append(val["kl"])
-                    postfix["val"] = f"{val['loss']:.3f}"
-                bar.set_postfix(postfix)
-            if callback is not None:
-                callback(epoch + 1, history)
-    finally:
-        if warm:
-            model.beta = target_beta
-        model.train()
+                record_epoch(run, history, epoch, sums, seconds, x_val, y_val)
+                if callback is not None:
+                    callback(epoch + 1, history)
+        finally:
+            if warm:
+                model.beta = target_beta
+            model.train()
     return history
 
 
@@ -199,23 +259,25 @@ def _chunks(n, size):
         yield start, min(n, start + size)
 
 
-def evaluate(model, x, batch_size=1000, seed=0):
+def evaluate(model, x, batch_size=1000, seed=0, labels=None):
     """Mean per-example {"loss", "recon", "kl"} over the whole of ``x`` (floats, in nats), in chunks.
 
     The model is in eval mode meanwhile (no input corruption) and back in its previous mode afterwards. For a VAE,
     one z per example is drawn from ``Generator(seed)``, so "loss" is the one-sample estimate of the negative ELBO
-    (recon + beta * KL, the KL term exact): the same seed gives the same figure.
+    (recon + beta * KL, the KL term exact): the same seed gives the same figure. ``labels`` (N,) are passed on as
+    ``model.loss_per_example(x, y=labels, ...)`` to a model with ``needs_labels = True`` (others ignore them).
     """
     xp = B.get_xp()
     _positive_int(batch_size, "evaluate: batch_size")
     x = _as_data(model, x, "evaluate: x")
+    y = _labels(model, labels, x.shape[0], "evaluate: labels")
     gen = B.Generator(seed)
     sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
     was_training = model.training
     model.eval()
     try:
         for a, b in _chunks(x.shape[0], batch_size):
-            parts = model.loss_per_example(x[a:b, :], rng=gen)
+            parts = _model_call(model.loss_per_example, x[a:b, :], None if y is None else y[a:b], rng=gen)
             for key in sums:
                 sums[key] += float(xp.sum(parts[key]))
     finally:
