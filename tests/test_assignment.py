@@ -24,6 +24,7 @@ from tinyvae.instructor.assignment import MANIFEST, PACKAGE_DIR, grade, make, pa
 pytestmark = pytest.mark.backends("numpy")  # host-side tooling; the grader runs its own NumPy subprocess
 
 IDS = [e.id for e in MANIFEST]
+TOTAL = sum(e.points for e in MANIFEST)  # 100 before the convolution entries (issue 12) joined
 SOLUTION_ROOT = PACKAGE_DIR.parent
 
 
@@ -63,7 +64,7 @@ def _def(path, qualname):
 
 
 def test_manifest_is_consistent_with_the_solution_and_the_grader():
-    assert sum(e.points for e in MANIFEST) == 100
+    assert all(e.points > 0 for e in MANIFEST) and TOTAL >= 100
     assert len(set(IDS)) == len(IDS)
     assert set(_grader.CHECKS) == set(IDS)
     assert all(e.hint and "\n" not in e.hint for e in MANIFEST)
@@ -148,22 +149,22 @@ def test_the_copy_changes_nothing_but_the_listed_bodies(fresh):
 def test_a_fresh_copy_fails_every_row(fresh_report):
     report = fresh_report
     assert [r.function for r in report.rows] == IDS
-    assert not report.passed and report.score == 0 and report.total == 100
+    assert not report.passed and report.score == 0 and report.total == TOTAL
     for row in report.rows:
         assert not row.passed and row.earned == 0 and row.error is None and row.note == "NotImplementedError"
     table = str(report)
     assert table.count("FAIL") == len(IDS) and table.count("NotImplementedError") == len(IDS)
-    assert table.splitlines()[-1].split()[:3] == ["total", "100", "0"]
+    assert table.splitlines()[-1].split()[:3] == ["total", str(TOTAL), "0"]
 
 
 def test_the_solution_passes_every_row():
     report = grade(SOLUTION_ROOT)
-    assert report.passed and report.score == 100, str(report)
+    assert report.passed and report.score == TOTAL, str(report)
     for row in report.rows:
         assert row.passed and row.earned == row.points and row.note == ""
         assert row.checks and all(math.isfinite(e) and e < 1e-7 for _, e in row.checks)
         assert row.error == max(e for _, e in row.checks)
-    assert str(report).splitlines()[-1].split()[:3] == ["total", "100", "100"]
+    assert str(report).splitlines()[-1].split()[:3] == ["total", str(TOTAL), str(TOTAL)]
     assert grade(PACKAGE_DIR).rows[0].passed  # the package folder itself is accepted too
 
 
@@ -219,6 +220,17 @@ BUGS_A = {  # plausible wrong answers: (file, qualname) -> body
             v[...] = self.beta2 * v + (1 - self.beta2) * g * g
             p.data -= self.lr * m / (xp.sqrt(v) + self.eps)  # no bias correction
         """,
+    ("conv.py", "col2im"): """
+        xp = B.get_xp()
+        n, c, h, w = (int(d) for d in x_shape)
+        oh, ow = conv_output_size(h, kh, stride, padding), conv_output_size(w, kw, stride, padding)
+        patches = xp.reshape(cols, (n, oh, ow, c, kh, kw))
+        xpad = B.zeros((n, c, h + 2 * padding, w + 2 * padding), cols.dtype)
+        for i in range(oh):
+            for j in range(ow):  # assigns instead of adding: where windows overlap, only the last one counts
+                xpad[:, :, i * stride:i * stride + kh, j * stride:j * stride + kw] = patches[:, i, j, :, :, :]
+        return xpad[:, :, padding:padding + h, padding:padding + w]
+        """,
 }
 
 BUGS_B = {
@@ -256,6 +268,15 @@ BUGS_B = {
             v[...] = b2 * v + (1 - b2) * g * g
             p.data -= self.lr / (1 - b1**self.t) * m / (xp.sqrt(v) / math.sqrt(1 - b2**self.t) + self.eps)
         """,
+    ("conv.py", "Conv2d.backward"): """
+        xp = B.get_xp()
+        cols, w_rows, x_shape = self._cache
+        dout_rows = _rows(dout)
+        self.W.accumulate(_channels_first(dout_rows.T @ cols, x_shape[1], self.kh, self.kw))
+        self.b.accumulate(xp.mean(dout_rows, axis=0))  # mean instead of sum over the N*OH*OW rows
+        return col2im_fast(_unfolded(dout_rows @ w_rows, x_shape[1], self.kh, self.kw), x_shape, self.kh, self.kw,
+                           self.stride, self.padding)
+        """,
 }
 
 
@@ -282,7 +303,7 @@ def test_wrong_implementations_fail_their_rows_with_the_error_shown(fresh, tmp_p
         assert report.row("Softplus.backward").error == math.inf
         assert notes["Softplus.backward"] == "dx (|x| up to 800) is not finite"
         assert notes["LeakyReLU.backward"] == "dx has shape (6, 4), expected (4, 6)"
-        assert report.score == 100 - sum(e.points for e in MANIFEST if e.id in bugged)
+        assert report.score == TOTAL - sum(e.points for e in MANIFEST if e.id in bugged)
     else:
         assert "dW" in notes["Dense.backward"] or "db" in notes["Dense.backward"]
         assert notes["bce_with_logits"] == "value (logits +-1e4) is not finite"
@@ -375,11 +396,11 @@ def test_the_commands_wire_into_a_parser(fresh, tmp_path, capsys):
 
     args = parser.parse_args(["assignment", "make", str(tmp_path / "hw")])
     assert args.func(args) == 0
-    assert "12 functions (100 points)" in capsys.readouterr().out
+    assert f"{len(MANIFEST)} functions ({TOTAL} points)" in capsys.readouterr().out
     args = parser.parse_args(["assignment", "grade", str(tmp_path / "hw"), "--json", "--timeout", "60"])
     assert args.func(args) == 1
     data = json.loads(capsys.readouterr().out)
-    assert data["score"] == 0 and data["total"] == 100 and [r["function"] for r in data["rows"]] == IDS
+    assert data["score"] == 0 and data["total"] == TOTAL and [r["function"] for r in data["rows"]] == IDS
     args = parser.parse_args(["assignment"])
     assert args.func(args) == 2
 

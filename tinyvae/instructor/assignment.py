@@ -84,6 +84,14 @@ MANIFEST = (
           "t += 1; g = grad + weight_decay p; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; "
           "p -= lr / (1 - b1^t) m / (sqrt(v) / sqrt(1 - b2^t) + eps), as torch.optim.Adam",
           also_blanks=(("optim.py", "adam_reference"),)),
+    Entry("col2im", "conv.py", "col2im", 10,
+          "xpad = zeros (N, C, H + 2p, W + 2p); patches = cols reshaped to (N, OH, OW, C, kh, kw); for each output "
+          "pixel (i, j) ADD patches[:, i, j] onto xpad[:, :, i*s:i*s+kh, j*s:j*s+kw]; return xpad without the "
+          "padding"),
+    Entry("Conv2d.backward", "conv.py", "Conv2d.backward", 10,
+          "dout_rows = _rows(dout) (N*OH*OW, F); dW = dout_rows^T cols, back to W's shape with _channels_first; "
+          "db = dout_rows summed over rows; dx = col2im_fast(_unfolded(dout_rows @ w_rows, ...), x_shape, ...) "
+          "(None if not self.input_grad); ADD dW and db with accumulate"),
 )
 
 

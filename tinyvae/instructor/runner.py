@@ -303,6 +303,33 @@ def check_adam(c, steps=5):
     return errors
 
 
+def check_col2im(c):
+    """col2im against the solution's on odd shapes, strides 1 and 2, padding 0 and 1, a batch of one, and cols
+    given as the (N*OH*OW, C, kh, kw) view the layers pass."""
+    errors = []
+    for n, ch, h, w, k, s, p in ((2, 3, 5, 7, 3, 1, 0), (1, 2, 7, 5, 3, 2, 1), (2, 1, 9, 7, 4, 2, 1)):
+        oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+        cols = c.normal(n * oh * ow, ch * k * k)
+        label = f"{n}x{ch}x{h}x{w}, kernel {k}, stride {s}, padding {p}"
+        expected = c.ref.conv.col2im(cols, (n, ch, h, w), k, k, s, p)
+        errors.append((f"x ({label})", c.error("col2im", c.stu.conv.col2im(cols, (n, ch, h, w), k, k, s, p),
+                                               expected)))
+    unfolded = c.xp.reshape(cols, (-1, ch, k, k))
+    errors.append(("x (cols as (N*OH*OW, C, kh, kw))",
+                   c.error("col2im", c.stu.conv.col2im(unfolded, (n, ch, h, w), k, k, s, p), expected)))
+    return errors
+
+
+def check_conv2d(c):
+    errors = []
+    for n, ch, h, w, f, k, s, p in ((2, 3, 5, 7, 4, 3, 1, 0), (1, 2, 7, 5, 3, 3, 2, 1), (2, 2, 6, 6, 3, 4, 2, 1)):
+        layer = c.stu.conv.Conv2d(ch, f, k, stride=s, padding=p, rng=k, dtype="float64")
+        twin = c.ref.conv.Conv2d(ch, f, k, stride=s, padding=p, dtype="float64")
+        errors += _module_errors(c, layer, twin, c.normal(n, ch, h, w),
+                                 f"batch {n}, {ch}x{h}x{w}, kernel {k}, stride {s}, padding {p}")
+    return errors
+
+
 CHECKS = {
     "Dense.backward": check_dense,
     "ReLU.backward": activation_check("ReLU"),
@@ -316,6 +343,8 @@ CHECKS = {
     "Reparameterize.backward": check_reparam,
     "VAE.backward": check_vae,
     "Adam.step": check_adam,
+    "col2im": check_col2im,
+    "Conv2d.backward": check_conv2d,
 }
 
 
