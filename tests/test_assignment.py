@@ -17,8 +17,9 @@ import textwrap
 
 import pytest
 
-from tinyvae import _grader, assignment
-from tinyvae.assignment import MANIFEST, PACKAGE_DIR, grade, make, paste_solution
+from tinyvae.instructor import assignment
+from tinyvae.instructor import runner as _grader
+from tinyvae.instructor.assignment import MANIFEST, PACKAGE_DIR, grade, make, paste_solution
 
 pytestmark = pytest.mark.backends("numpy")  # host-side tooling; the grader runs its own NumPy subprocess
 
@@ -118,7 +119,8 @@ def test_the_copy_changes_nothing_but_the_listed_bodies(fresh):
         for file, qualname in entry.targets:
             targets.setdefault(file, []).append(qualname)
     source_files = sorted(p.relative_to(PACKAGE_DIR) for p in PACKAGE_DIR.rglob("*")
-                          if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+                          if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+                          and "instructor" not in p.relative_to(PACKAGE_DIR).parts)
     copy_files = sorted(p.relative_to(fresh / "tinyvae") for p in (fresh / "tinyvae").rglob("*") if p.is_file())
     assert copy_files == source_files
     for rel in source_files:
@@ -359,13 +361,11 @@ def test_grade_needs_a_folder_holding_a_tinyvae_package(tmp_path):
         grade(SOLUTION_ROOT, timeout=0)
 
 
-def test_a_student_copy_cannot_grade_itself(fresh):
-    """Run from inside the copy, the copy's own grader has no solution to compare with, and says so."""
-    env = dict(os.environ, PYTHONPATH=str(fresh), TINYVAE_BACKEND="numpy")
-    code = "import tinyvae.assignment as a\ntry:\n    a.grade('.')\nexcept ValueError as e:\n    print(e)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=fresh, env=env, capture_output=True, text=True,
-                         timeout=60, check=False)
-    assert "is a student copy" in out.stdout and "python -m tinyvae gradcheck" in out.stdout, out.stderr
+def test_a_grader_whose_own_package_is_blanked_refuses(fresh, monkeypatch):
+    """The copy holds no grader at all (see above); a grader run over a blanked package says what to use."""
+    monkeypatch.setattr(assignment, "blanked_functions", lambda *a, **k: ["Dense.backward"])
+    with pytest.raises(ValueError, match="is a student copy.*python -m tinyvae gradcheck"):
+        grade(fresh)
 
 
 def test_the_commands_wire_into_a_parser(fresh, tmp_path, capsys):
@@ -382,3 +382,12 @@ def test_the_commands_wire_into_a_parser(fresh, tmp_path, capsys):
     assert data["score"] == 0 and data["total"] == 100 and [r["function"] for r in data["rows"]] == IDS
     args = parser.parse_args(["assignment"])
     assert args.func(args) == 2
+
+
+def test_student_copy_has_no_instructor_code_and_no_assignment_command(fresh):
+    assert not (fresh / "tinyvae" / "instructor").exists()
+    assert not any(p.name in ("_grader.py", "assignment.py") for p in (fresh / "tinyvae").rglob("*.py"))
+    env = dict(os.environ, PYTHONPATH=str(fresh))
+    out = subprocess.run([sys.executable, "-m", "tinyvae", "--help"], cwd=fresh, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and "gradcheck" in out.stdout and "assignment" not in out.stdout

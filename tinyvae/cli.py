@@ -1,4 +1,5 @@
-"""The ``tinyvae`` command: train, sample, reconstruct, interpolate, compare-pca, gradcheck, assignment.
+"""The ``tinyvae`` command: train, sample, reconstruct, interpolate, compare-pca, gradcheck.
+Where tinyvae/instructor/ exists (never in a student copy) it also has `assignment make|grade`.
 
 A mistake (a bad option, an unknown name, a missing file, an unavailable backend) is reported in one line on
 stderr with exit code 2; set TINYVAE_DEBUG=1 to see the full traceback instead.
@@ -290,9 +291,10 @@ def build_parser():
     _common(p)
     p.set_defaults(func=cmd_gradcheck)
 
-    from .assignment import add_assignment_commands
+    if (Path(__file__).resolve().parent / "instructor" / "__init__.py").is_file():  # never in a student copy
+        from .instructor.assignment import add_assignment_commands
 
-    add_assignment_commands(sub)
+        add_assignment_commands(sub)
     return parser
 
 

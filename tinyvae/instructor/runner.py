@@ -1,6 +1,6 @@
-"""The grading subprocess of ``tinyvae.assignment.grade``; run as a script, from the solution's package folder:
+"""The grading subprocess of ``tinyvae.instructor.assignment.grade``; run as a script, from the solution's package folder:
 
-    python <solution>/tinyvae/_grader.py --student DIR --out RESULTS.jsonl [--function-timeout S]
+    python <solution>/tinyvae/instructor/runner.py --student DIR --out RESULTS.jsonl [--function-timeout S]
 
 ``import tinyvae`` is the student's copy in DIR (PYTHONPATH); the solution package this file sits in is loaded
 beside it as ``tinyvae_reference``. Every MANIFEST function is checked on its own: the other listed functions of
@@ -20,7 +20,7 @@ import traceback
 import warnings
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent  # the solution package (this file sits in its instructor/)
 
 
 class Wrong(Exception):
@@ -328,7 +328,7 @@ def load_reference():
     module = importlib.util.module_from_spec(spec)
     sys.modules["tinyvae_reference"] = module
     spec.loader.exec_module(module)
-    importlib.import_module("tinyvae_reference.assignment")
+    importlib.import_module("tinyvae_reference.instructor.assignment")
     return module
 
 
@@ -421,7 +421,7 @@ def main(argv=None):
             results.flush()
 
         ref = load_reference()
-        manifest = ref.assignment.MANIFEST
+        manifest = ref.instructor.assignment.MANIFEST
         try:
             import tinyvae as stu
         except BaseException as err:  # noqa: BLE001 - a broken copy fails every row, with the reason

@@ -7,7 +7,7 @@
 package and replaces each listed body (and the helper bodies an entry names in ``also_blanks``, which would give
 the answer away) by ``raise NotImplementedError(hint)``, keeping the def line and the docstring with the math.
 
-``grade`` runs ``_grader.py`` in a subprocess (NumPy backend) in which ``import tinyvae`` is the student's copy and
+``grade`` runs ``instructor/runner.py`` in a subprocess (NumPy backend) in which ``import tinyvae`` is the student's copy and
 this package, the solution, is loaded beside it as ``tinyvae_reference``. Each function is graded alone: while
 one is checked, every other listed function of the student's modules is replaced by the solution, so a missing
 Dense.backward does not also fail VAE.backward. The numerical side (finite differences, formulas, the objective)
@@ -28,7 +28,8 @@ import textwrap
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the solution package: tinyvae/
+INSTRUCTOR_DIR = Path(__file__).resolve().parent  # never copied into a student folder
 MARKER = ".tinyvae-assignment.json"  # written into OUT by make(): lets --overwrite tell a copy from other folders
 THRESHOLD = 1e-7  # the library's gradient-check threshold (gradcheck.THRESHOLD)
 
@@ -316,10 +317,19 @@ def make(out, overwrite=False):
     return out
 
 
+def _student_ignore(folder, names):
+    """What copytree leaves out of the student package: caches and the instructor-only package (grader, manifest)."""
+    skip = set(shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*.tmp")(folder, names))
+    if Path(folder).resolve() == PACKAGE_DIR:
+        skip |= {"instructor"} & set(names)
+    return skip
+
+
 def _build(folder):
     """Fill ``folder`` with the student copy."""
     pkg = folder / "tinyvae"
-    shutil.copytree(PACKAGE_DIR, pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*.tmp"))
+    shutil.copytree(PACKAGE_DIR, pkg, ignore=_student_ignore)
+    assert not (pkg / "instructor").exists()
     for file in sorted({f for e in MANIFEST for f, _ in e.targets}):
         path = pkg / file
         new = blank_source(path.read_text(encoding="utf-8"), file)
@@ -334,7 +344,7 @@ def _build(folder):
         for nb in notebooks:
             shutil.copy2(nb, folder / "notebooks" / nb.name)
     (folder / "README.md").write_text(_readme(notebooks), encoding="utf-8")
-    from . import __version__
+    from .. import __version__
     marker = {"tinyvae": __version__, "functions": {e.id: e.points for e in MANIFEST}}
     (folder / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
 
@@ -441,7 +451,7 @@ def grade(path, timeout=120, function_timeout=20):
                PYTHONPATH=os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])]))
     with tempfile.TemporaryDirectory(prefix="tinyvae-grade-") as tmp:
         results, log = Path(tmp) / "results.jsonl", Path(tmp) / "output.txt"
-        cmd = [sys.executable, str(PACKAGE_DIR / "_grader.py"), "--student", str(root), "--out", str(results),
+        cmd = [sys.executable, str(INSTRUCTOR_DIR / "runner.py"), "--student", str(root), "--out", str(results),
                "--function-timeout", str(float(function_timeout))]
         with open(log, "w") as output:
             proc = subprocess.Popen(cmd, env=env, cwd=root, stdin=subprocess.DEVNULL, stdout=output,
