@@ -129,6 +129,9 @@ def _delegation(node, twin):
     call = f"{twin.plain}({', '.join(args)})"
 
     def lines(indent):
+        if twin.body:
+            return [f"{indent}# the fast form is not part of the assignment: it runs your plain function",
+                    *textwrap.indent(twin.body, indent).splitlines()]
         if not twin.inplace:
             return [f"{indent}# the fast form is not part of the assignment: it runs your plain function", f"{indent}return {call}"]
         names = ", ".join(f"_{n}" for n in twin.inplace)

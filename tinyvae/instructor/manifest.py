@@ -32,6 +32,7 @@ class Twin:
     qualname: str
     plain: str
     inplace: tuple = ()
+    body: str = ""  # a delegating body written out, where the plain function needs its arguments reshaped
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,16 @@ def _activation_twins(name):
     return (Twin("activations.py", f"{name}_backward_fast", f"{name}_backward"),)
 
 
+# The IWAE bound passes logits (m, k, D) and targets (m, 1, D): the plain function takes rows, so flatten first.
+BCE_PER_EXAMPLE_DELEGATION = """\
+xp = B.get_xp()
+logits = B.asarray(logits)
+target = xp.broadcast_to(B.asarray(target, dtype=logits.dtype), logits.shape)
+width = logits.shape[-1]
+rows = bce_with_logits_per_example(xp.reshape(logits, (-1, width)), xp.reshape(target, (-1, width)))
+return xp.reshape(rows, logits.shape[:-1])
+"""
+
 MANIFEST = (
     Entry("Dense.backward", "layers.py", "Dense.backward", 15,
           "dW = x^T dout, db = sum over the batch of dout, dx = dout W^T (None if not self.input_grad); "
@@ -97,7 +108,9 @@ MANIFEST = (
           "dl = (sigmoid(l) - x) / N",
           "the batch-mean binary cross-entropy of sigmoid(l) against x and its gradient, finite at l = +-1e4",
           "bce", also_blanks=(("losses.py", "_bce_terms"),),
-          twins=(Twin("losses.py", "bce_with_logits_fast", "bce_with_logits"),)),
+          twins=(Twin("losses.py", "bce_with_logits_fast", "bce_with_logits"),
+                 Twin("losses.py", "bce_with_logits_per_example_fast", "bce_with_logits_per_example",
+                      body=BCE_PER_EXAMPLE_DELEGATION))),
     Entry("gaussian_kl", "losses.py", "gaussian_kl", 10,
           "value = 1/N sum 1/2 (mu^2 + exp(logvar) - 1 - logvar); dmu = mu / N, dlogvar = (exp(logvar) - 1) / (2N)",
           "KL(N(mu, exp(logvar)) || N(0, I)), batch mean, and its gradients", "kl",
