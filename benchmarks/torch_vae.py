@@ -1,4 +1,6 @@
 """The reference VAE written in PyTorch, for the benchmarks' side-by-side runs (torch is an optional dependency)."""
+import math
+
 import torch
 
 import tinyvae as tv
@@ -42,3 +44,23 @@ class TorchVAE(torch.nn.Module):
             dense.W.data[...] = tv.asarray(linear.weight.detach().numpy().T.copy())
             dense.b.data[...] = tv.asarray(linear.bias.detach().numpy().copy())
         return model
+
+
+def torch_iwae_bound(twin, x, k=1000, rows=20_000, seed=0):
+    """The IWAE bound on -log p(x) (mean nats per image) computed in plain PyTorch, the same chunking as tinyvae's:
+    about ``rows`` (example, sample) rows through the decoder at once, torch.logsumexp over the k samples."""
+    gen = torch.Generator().manual_seed(seed)
+    per_chunk, total = max(1, rows // k), 0.0
+    with torch.no_grad():
+        for a in range(0, x.shape[0], per_chunk):
+            xc = x[a:a + per_chunk]
+            h = torch.relu(twin.enc(xc))
+            mu, logvar = twin.mu(h), twin.logvar(h)
+            eps = torch.randn((xc.shape[0], k, mu.shape[1]), generator=gen)
+            z = mu[:, None, :] + torch.exp(0.5 * logvar)[:, None, :] * eps
+            logits = twin.dec2(torch.relu(twin.dec1(z)))
+            log_px = -torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, xc[:, None, :].expand_as(logits), reduction="none").sum(2)
+            log_w = log_px + 0.5 * (eps * eps).sum(2) - 0.5 * (z * z).sum(2) + 0.5 * logvar.sum(1, keepdim=True)
+            total -= float((torch.logsumexp(log_w, dim=1) - math.log(k)).sum())
+    return total / x.shape[0]

@@ -2,11 +2,32 @@
 
 Mark a test ``@pytest.mark.backends("numpy")`` to run it under fewer backends (host-only code needs one run).
 """
+import importlib
 import os
 
 import pytest
 
 import tinyvae
+
+# Optional test packages (the "test" extra), by module name: a test that needs one is marked
+# ``@pytest.mark.needs("array_api_strict")`` and is skipped, naming the package, where it is not installed.
+OPTIONAL = {"array_api_strict": "array-api-strict", "nbclient": "nbclient"}
+_missing = {}
+
+
+def missing(module):
+    """True when the optional ``module`` cannot be imported here."""
+    if module not in _missing:
+        try:
+            importlib.import_module(module)
+            _missing[module] = False
+        except ImportError:
+            _missing[module] = True
+    return _missing[module]
+
+
+def needs_reason(module):
+    return f"needs the optional package {OPTIONAL.get(module, module)} (pip install 'tinyvae[test]')"
 
 
 def pytest_addoption(parser):
@@ -25,7 +46,9 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("backend", [pytest.param("none", marks=pytest.mark.skip(
             reason="not run under the selected backends"))], indirect=True)
         return
-    metafunc.parametrize("backend", names, indirect=True)
+    params = [pytest.param(b, marks=pytest.mark.skip(reason=needs_reason("array_api_strict")))
+              if b == "strict" and missing("array_api_strict") else b for b in names]
+    metafunc.parametrize("backend", params, indirect=True)
 
 
 @pytest.fixture(autouse=True)
@@ -57,3 +80,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not has_gpu:
             item.add_marker(skip)
+        for marker in item.iter_markers("needs"):
+            for module in marker.args:
+                if missing(module):
+                    item.add_marker(pytest.mark.skip(reason=needs_reason(module)))

@@ -90,6 +90,7 @@ def test_without_optimizer_and_the_file_reads_without_pickle(tmp_path):
 
 
 @pytest.mark.backends("numpy")
+@pytest.mark.needs("array_api_strict")
 def test_a_checkpoint_saved_under_one_backend_loads_under_another(tmp_path):
     tv.use("strict")
     model = small("vae")

@@ -111,6 +111,7 @@ def test_train_latent_2_checkpoint_reloads_the_trained_model(vae_run):
     assert tinyvae.evaluate(ckpt.model, data.x_test)["loss"] == pytest.approx(saved, rel=1e-6)
 
 
+@pytest.mark.needs("array_api_strict")
 def test_train_under_the_strict_backend(tmp_path, capsys):
     out = tmp_path / "strict"
     code, stdout, _ = run_cli(["train", "--model", "vae", "--backend", "strict", "--epochs", "1", "--hidden", "16",
@@ -159,7 +160,7 @@ def test_compare_pca_prints_the_table_and_writes_the_figure(tmp_path, capsys):
     # Whether the autoencoder beats PCA is NOT asserted: after one epoch with 32 hidden units it usually does not.
 
 
-@pytest.mark.parametrize("backend_name", ["numpy", "strict"])
+@pytest.mark.parametrize("backend_name", ["numpy", pytest.param("strict", marks=pytest.mark.needs("array_api_strict"))])
 def test_gradcheck_passes_everywhere(backend_name, capsys):
     code, stdout, _ = run_cli(["gradcheck", "--backend", backend_name], capsys)
     assert code == 0

@@ -285,3 +285,56 @@ def test_the_kernels_refuse_to_run_off_the_gpu():
 
     with pytest.raises(RuntimeError, match="runs only under the cupy backend"):
         kernels.relu_backward(_draw((2, 2)), _draw((2, 2)))
+
+
+# ---------------------------------------------------------------- the IWAE bound's fast log-likelihood
+
+@pytest.mark.parametrize("dtype, atol_per_pixel", [("float64", 1e-15), ("float32", 2.0**-24)])
+@pytest.mark.parametrize("d", [784, 13, 1])
+def test_bce_per_example_fast_equals_the_plain_sum_within_its_documented_rounding(dtype, atol_per_pixel, d):
+    logits, target = _draw((50, d), 6.0, dtype=dtype), B.Generator(3).random((50, d), dtype)
+    plain = host(losses.bce_with_logits_per_example(logits, target))
+    fast = host(losses.bce_with_logits_per_example_fast(logits, target))
+    exact = host(losses.bce_with_logits_per_example(B.asarray(host(logits)), B.asarray(host(target))))  # float64
+    # The log of products of 16 terms 1 + exp(-|l|) rounds each 1 + e once: at most d * 2^-24 (float32).
+    assert np.abs(fast - exact).max() <= d * atol_per_pixel + 4 * np.abs(plain - exact).max() + 1e-12
+
+
+def test_bce_per_example_fast_broadcasts_the_images_over_samples():
+    xp = tv.get_xp()
+    logits, target = _draw((4, 6, 20)), B.Generator(3).random((4, 20), "float64")
+    got = losses.bce_with_logits_per_example_fast(logits, xp.expand_dims(target, axis=1))
+    assert got.shape == (4, 6)
+    for i in range(4):
+        rows = xp.reshape(logits[i, :, :], (6, 20))
+        want = losses.bce_with_logits_per_example(rows, xp.broadcast_to(xp.reshape(target[i, :], (1, 20)), (6, 20)))
+        assert_close(got[i, :], want, 1e-13)
+
+
+# ---------------------------------------------------------------- deferred loss checks (the GPU's default)
+
+def test_deferred_checks_give_the_same_training_and_name_the_first_non_finite_step(monkeypatch):
+    x = B.Generator(0).random((32, 12), "float32")
+    every_step = fit(vae("float32"), x, 3, batch_size=8, progress=False)
+    deferred_model = vae("float32")
+    deferred = fit(deferred_model, x, 3, batch_size=8, progress=False, check_every=3)
+    assert every_step.train_loss == deferred.train_loss and every_step.train_kl == deferred.train_kl
+
+    model, reference = vae("float32"), vae("float32")
+    fit(reference, x, 1, batch_size=8, progress=False)  # the weights after epoch 1, the last check before the inf
+    original, calls = model.loss, []
+
+    def loss(xb, rng=None):
+        calls.append(1)
+        parts = original(xb, rng=rng)
+        return tv.LossParts(np.inf, parts.recon, parts.kl) if len(calls) == 7 else parts  # epoch 2, step 3
+
+    monkeypatch.setattr(model, "loss", loss)
+    with pytest.raises(FloatingPointError, match=r"inf at epoch 2, step 3 of 4.*weights restored to step 0 of that "
+                                                 r"epoch: checks run every 4 steps"):
+        fit(model, x, 3, batch_size=8, progress=False, check_every=4)
+    assert len(calls) == 8  # the check ran after step 4, the epoch's last
+    for p, q in zip(model.parameters(), reference.parameters()):
+        np.testing.assert_array_equal(host(p.data), host(q.data))
+    with pytest.raises(ValueError, match="check_every must be an int >= 1"):
+        fit(model, x, 1, check_every=0, progress=False)

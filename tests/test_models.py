@@ -59,9 +59,41 @@ def test_denoising_autoencoder_objective_gradients(noise, level, hidden):
     ("bernoulli", 0.0, (4,), "sigmoid"),
 ])
 def test_vae_objective_gradients(likelihood, beta, hidden, activation):
-    vae = tv.VAE(D, hidden, 3, likelihood=likelihood, beta=beta, activation=activation, dtype="float64", rng=3)
     eps = B.Generator(4).standard_normal((3, 3), "float64")
+    vae = _kink_safe_vae(data(), eps, hidden=hidden, latent_dim=3, likelihood=likelihood, beta=beta,
+                         activation=activation)
     assert_passes(check_model(vae, data(), eps=eps), vae)
+
+
+def _kink_distance(vae, x, eps):
+    """The smallest |input| of any ReLU or LeakyReLU in the VAE's forward pass on (x, eps)."""
+    xp, found = tv.get_xp(), [float("inf")]
+
+    def run(layers, h):
+        for layer in layers:
+            if isinstance(layer, (tv.ReLU, tv.LeakyReLU)):
+                found.append(float(xp.min(xp.abs(h))))
+            h = layer.forward(h)
+        return h
+
+    h = run(vae.encoder, B.asarray(x))
+    mu, logvar = vae.mu_head.forward(h), vae.logvar_head.forward(h)
+    run(vae.decoder, mu + xp.exp(0.5 * logvar) * eps)
+    return min(found)
+
+
+def _kink_safe_vae(x, eps, margin=1e-3, **kwargs):
+    """The first VAE (init seeds 3, 4, ...) whose ReLU-like units all see inputs at least ``margin`` from 0.
+
+    Centered differences step each parameter by h = 1e-5, which moves a pre-activation by about h times an input:
+    one that close to the kink of a piecewise-linear activation gives a difference quotient mixing both slopes
+    (e.g. 1.25e-6 instead of < 1e-7 under CuPy's draws). Which seed qualifies depends on the backend's draws.
+    """
+    for seed in range(3, 103):
+        vae = tv.VAE(D, dtype="float64", rng=seed, **kwargs)
+        if _kink_distance(vae, x, eps) > margin:
+            return vae
+    raise AssertionError("no kink-safe initialisation among 100 seeds")
 
 
 def test_vae_objective_gradients_with_a_batch_of_one():

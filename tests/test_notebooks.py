@@ -109,6 +109,7 @@ def kernel_spec_manager(tmp_path_factory):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_runs_top_to_bottom(path, tmp_path, monkeypatch, kernel_spec_manager):
     """Execute the notebook in quick mode, headless, in a temporary folder; any exception fails with its cell."""
+    pytest.importorskip("nbclient", reason="needs the optional package nbclient (pip install 'tinyvae[test]')")
     from jupyter_client.manager import AsyncKernelManager
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError

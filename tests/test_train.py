@@ -179,7 +179,12 @@ def test_evaluate_matches_the_batch_losses_for_the_autoencoders():
 
     dae.loss_per_example = spy
     dae.train()
-    assert abs(dae.loss(x, rng=0).total - clean) > 1e-3 * clean  # the training loss does corrupt the input
+    # The training loss is the loss on the corrupted input (whatever the size of the change a backend's draws make).
+    noisy = dae.corrupt(x, rng=0)
+    assert float(tv.get_xp().max(tv.get_xp().abs(noisy - tv.asarray(x)))) > 0.1
+    on_noisy = dae.recon_per_example(dae.decoder.forward(dae.encoder.forward(noisy)), dae._input(x))
+    training_loss = dae.loss(x, rng=0).total
+    assert training_loss == pytest.approx(float(tv.get_xp().mean(on_noisy)), rel=1e-6) and training_loss != clean
     evaluate(dae, x, batch_size=100)
     assert dae.training and modes == [False] * 3  # in eval mode while it evaluates, back in training mode after
 
@@ -235,12 +240,15 @@ def test_iwae_bound_tightens_with_k_and_stays_below_the_elbo():
     assert 50 < b100 < 800  # nats per image: a bound of the right magnitude, not log-probabilities summed wrongly
 
 
-def test_iwae_chunking_does_not_change_the_bound():
+def test_iwae_chunking_does_not_change_the_bound(backend):
     x = tv.asarray(data(30), dtype="float64")
     model = vae(latent=3, dtype="float64")
     whole = iwae_bound(model, x, k=20, seed=5)
+    # The noise is one stream drawn in (example, sample) order: on the host generators the same numbers whatever
+    # the chunks. CuPy's device generator fills each block in parallel, so there only the Monte Carlo figure agrees.
+    rel = 1e-12 if backend != "cupy" else 2e-2
     for batch_size in (7, 20, 45, 601):  # part of an example's samples, one example, several, all at once
-        assert iwae_bound(model, x, k=20, seed=5, batch_size=batch_size) == pytest.approx(whole, rel=1e-12)
+        assert iwae_bound(model, x, k=20, seed=5, batch_size=batch_size) == pytest.approx(whole, rel=rel)
     assert iwae_bound(model, x, k=20, seed=6) != pytest.approx(whole, rel=1e-9)
 
 

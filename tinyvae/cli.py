@@ -305,7 +305,7 @@ def build_parser():
     p.set_defaults(func=cmd_gradcheck)
 
     if (Path(__file__).resolve().parent / "instructor" / "__init__.py").is_file():  # never in a student copy
-        from .instructor.assignment import add_assignment_commands
+        from .instructor.cli import add_assignment_commands
 
         add_assignment_commands(sub)
     return parser

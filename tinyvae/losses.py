@@ -9,6 +9,7 @@ the same numbers with fewer passes (in place, or one fused CuPy kernel); on CuPy
 device array instead of a float, so that a training step never waits for the GPU (``float(value)`` reads it).
 """
 from . import backend as B
+from .activations import relu_fast
 
 
 def _pair(a, b, who, names):
@@ -56,6 +57,32 @@ def bce_with_logits_per_example(logits, target):
     return B.get_xp().sum(_bce_terms(logits, target), axis=1)
 
 
+def bce_with_logits_per_example_fast(logits, target):
+    """``bce_with_logits_per_example`` with fewer and cheaper passes, for the IWAE bound's millions of rows.
+
+    Also takes logits of shape (..., D) with ``target`` broadcasting against them (the IWAE bound passes logits
+    (m, k, D) and images (m, 1, D), so the images are never copied k times). The costly term is
+    sum_d log1p(exp(-|l_d|)): NumPy's log1p is a scalar loop, five times slower than its log. Since each
+    1 + exp(-|l|) lies in (1, 2], products of 16 of them stay below 2^16, so the sum is taken as
+    sum_groups log(prod_16 (1 + exp(-|l|))): the halves of the row are multiplied together four times, and one
+    log is taken per 16 values. The price is the rounding of 1 + e: at most D * 2^-24 nats per example in float32
+    (5e-5 for D = 784; in practice about 1e-6), D * 2^-53 in float64.
+    """
+    xp = B.get_xp()
+    if not B.is_array(logits):
+        logits = B.asarray(logits)
+    target = B.asarray(target, dtype=logits.dtype)
+    linear = xp.sum(relu_fast(logits) - logits * target, axis=-1)  # sum_d max(l, 0) - l x
+    e = xp.exp(-xp.abs(logits))
+    e += 1.0
+    for _ in range(4):
+        width = e.shape[-1]
+        if width % 2:
+            break
+        e = e[..., :width // 2] * e[..., width // 2:]
+    return linear + xp.sum(xp.log(e), axis=-1)
+
+
 def bce_with_logits(logits, target):
     """Binary cross-entropy of sigmoid(l) against x in [0, 1], from the logits l.
 
@@ -83,7 +110,7 @@ def bce_with_logits_fast(logits, target):
         return kernels.bce_with_logits(logits, target)
     xp = B.get_xp()
     n = logits.shape[0]
-    terms = xp.maximum(logits, B.zeros(tuple(logits.shape[-1:]), logits.dtype))  # relu_fast: a row of zeros
+    terms = relu_fast(logits)
     terms -= logits * target
     terms += xp.log1p(xp.exp(-xp.abs(logits)))
     value = float(xp.sum(terms)) / n

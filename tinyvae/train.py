@@ -14,9 +14,9 @@ import time
 from tqdm.auto import tqdm
 
 from . import backend as B
+from . import losses
 from .optim import Adam, clip_grad_norm
 
-LOG_2PI = math.log(2.0 * math.pi)
 
 
 class History:
@@ -111,45 +111,83 @@ def _model_call(method, x, y, **kwargs):
 class _Run:
     """What one ``fit`` call trains with: the data on the device, the optimizer, the options, the progress bar."""
 
-    def __init__(self, model, x, y, optimizer, batch_size, clip, seed, bar):
+    def __init__(self, model, x, y, optimizer, batch_size, clip, seed, bar, check_every):
         self.model, self.x, self.y, self.optimizer = model, x, y, optimizer
         self.batch_size, self.clip, self.seed, self.bar = batch_size, clip, seed, bar
         self.n = x.shape[0]
         self.steps = math.ceil(self.n / batch_size)
         self.params = model.parameters()
+        self.check_every = check_every
+        self.saved = None  # the weights and optimizer state at the last check (deferred checks only)
+
+    def save(self):
+        """Keep the weights and the optimizer state: a deferred check that finds a non-finite loss returns here."""
+        if self.check_every > 1:
+            self.saved = ([B.copy(p.data) for p in self.params], self.optimizer.state_dict())
+
+    def restore(self):
+        for p, data in zip(self.params, self.saved[0]):
+            p.data[...] = data
+        self.optimizer.load_state_dict(self.saved[1])
+
+
+def _read_losses(run, pending, sums, epoch, first_step):
+    """Add the pending (batch size, (total, recon, kl)) to ``sums`` with ONE read from the device; stop on a
+    non-finite loss, naming its epoch and step (``first_step`` is the 0-based step of ``pending[0]``)."""
+    values = [v for _, parts in pending for v in parts]
+    if any(B.is_array(v) for v in values):  # 0-d device arrays: stack them and read them in one transfer
+        xp = B.get_xp()
+        values = B.to_numpy(xp.stack([v if B.is_array(v) else B.asarray(v, dtype="float64") for v in values]))
+        values = [float(v) for v in values]
+    for i, (m, _) in enumerate(pending):
+        total, recon, kl = values[3 * i:3 * i + 3]
+        if not math.isfinite(total):
+            if run.check_every > 1:
+                run.restore()
+            raise FloatingPointError(
+                f"fit: the loss became {total} at epoch {epoch + 1}, step {first_step + i + 1} of {run.steps}; "
+                "try a smaller lr, gradient clipping (clip=...), or check the data for NaN/Inf"
+                + (f" (weights restored to step {first_step} of that epoch: checks run every {run.check_every} "
+                   "steps)" if run.check_every > 1 else ""))
+        sums[0], sums[1], sums[2] = sums[0] + m * total, sums[1] + m * recon, sums[2] + m * kl
+    pending.clear()
 
 
 def train_epoch(run, epoch, end):
     """One epoch of minibatch steps; returns the (loss, recon, kl) sums over its examples, as floats.
 
-    Each step: zero the gradients, ``model.loss`` on the batch, stop if the loss is not finite (before the update,
-    so the weights stay finite), ``model.backward()``, clip if asked, ``optimizer.step()``.
+    Each step: zero the gradients, ``model.loss`` on the batch, ``model.backward()``, clip if asked,
+    ``optimizer.step()``. The losses are read every ``run.check_every`` steps: with 1 (the CPU), before each
+    update, so a non-finite loss stops training before it touches the weights; with more (a GPU, where each read
+    waits for the device), after the updates, and a non-finite loss puts back the weights saved at the last check.
     """
     xp = B.get_xp()
     model, n, size = run.model, run.n, run.batch_size
     gen = B.Generator((run.seed, epoch))
     perm = gen.permutation(n)
-    sums = [0.0, 0.0, 0.0]
+    sums, pending, first = [0.0, 0.0, 0.0], [], 0
     run.bar.set_description(f"epoch {epoch + 1}/{end}", refresh=False)
+    run.save()
     for step in range(run.steps):
         idx = perm[step * size:min(n, (step + 1) * size)]
         xb = xp.take(run.x, idx, axis=0)
         yb = None if run.y is None else xp.take(run.y, idx, axis=0)
         run.optimizer.zero_grad()
         parts = _model_call(model.loss, xb, yb, rng=gen)
-        total = parts.total
-        if not math.isfinite(total):
-            raise FloatingPointError(
-                f"fit: the loss became {total} at epoch {epoch + 1}, step {step + 1} of {run.steps}; "
-                "try a smaller lr, gradient clipping (clip=...), or check the data for NaN/Inf")
+        pending.append((xb.shape[0], parts.values()))
+        if run.check_every == 1:
+            _read_losses(run, pending, sums, epoch, step)
         model.backward()
         if run.clip is not None:
             clip_grad_norm(run.params, run.clip)
         run.optimizer.step()
-        m = xb.shape[0]
-        sums = [sums[0] + m * total, sums[1] + m * parts.recon, sums[2] + m * parts.kl]
         run.bar.update(1)
-        run.bar.set_postfix(loss=f"{sums[0] / min(n, (step + 1) * size):.3f}", refresh=False)
+        if pending and ((step + 1) % run.check_every == 0 or step + 1 == run.steps):
+            _read_losses(run, pending, sums, epoch, first)
+            first = step + 1
+            run.save()
+        if not pending:
+            run.bar.set_postfix(loss=f"{sums[0] / min(n, (step + 1) * size):.3f}", refresh=False)
     return sums
 
 
@@ -197,7 +235,8 @@ def _checked_fit_args(model, x_train, epochs, batch_size, optimizer, x_val, lr, 
 
 
 def fit(model, x_train, epochs, batch_size=128, optimizer=None, x_val=None, seed=0, progress=True, lr=1e-3,
-        kl_warmup=0, clip=None, start_epoch=None, history=None, callback=None, y_train=None, y_val=None):
+        kl_warmup=0, clip=None, start_epoch=None, history=None, callback=None, y_train=None, y_val=None,
+        check_every=None):
     """Train ``model`` for ``epochs`` more epochs of minibatch steps; returns the History (extended in place if given).
 
     Each step: ``optimizer.zero_grad(); model.loss(xb, rng=gen); model.backward(); [clip]; optimizer.step()``
@@ -216,16 +255,23 @@ def fit(model, x_train, epochs, batch_size=128, optimizer=None, x_val=None, seed
       The train_* figures are those optimized (with beta_e); val_* figures, and a callback, see the model's beta.
     - ``clip``: the largest joint L2 norm of the gradients (``clip_grad_norm``), or None for no clipping.
     - ``callback(epoch, history)`` runs after each epoch, ``epoch`` counted from 1 as in ``history.epochs``.
+    - ``check_every``: how many steps between reads of the losses (None: 1 on the CPU, where a read is free; 50 on
+      CuPy, where each read waits for the GPU and costs about as much as a kernel launch).
 
     Train figures are averaged over the epoch's minibatches weighted by their size (a running average of a
     changing model); val figures come from ``evaluate`` (eval mode, a fixed noise seed) after the epoch.
-    A NaN or infinite loss stops training with FloatingPointError naming the epoch and step (before that step's
-    update, so the weights stay finite). The model trains in training mode and is left in it. One progress bar
+    A NaN or infinite loss stops training with FloatingPointError naming the epoch and step. With
+    ``check_every=1`` it stops before that step's update, so the weights stay finite; with more, the updates of up
+    to ``check_every - 1`` steps have already run, and the weights and optimizer state saved at the last check
+    (the last multiple of ``check_every`` steps, or the start of the epoch) are put back, so they are finite too. The model trains in training mode and is left in it. One progress bar
     (``tqdm.auto``) covers the whole run.
     """
     x, y, x_val, y_val, optimizer, start_epoch, history = _checked_fit_args(
         model, x_train, epochs, batch_size, optimizer, x_val, lr, kl_warmup, clip, start_epoch, history, y_train,
         y_val)
+    if check_every is None:
+        check_every = 50 if B.backend_name() == "cupy" else 1
+    _positive_int(check_every, "fit: check_every")
     warm = kl_warmup > 0 and hasattr(model, "beta")
     target_beta = model.beta if warm else None
     end = start_epoch + epochs
@@ -233,7 +279,7 @@ def fit(model, x_train, epochs, batch_size=128, optimizer=None, x_val=None, seed
     model.train()
     with tqdm(total=steps * epochs, desc=f"epoch {start_epoch + 1}/{end}", unit="batch", disable=not progress,
               leave=True, dynamic_ncols=True) as bar:
-        run = _Run(model, x, y, optimizer, batch_size, clip, seed, bar)
+        run = _Run(model, x, y, optimizer, batch_size, clip, seed, bar, check_every)
         try:
             for epoch in range(start_epoch, end):
                 if warm:
@@ -272,17 +318,17 @@ def evaluate(model, x, batch_size=1000, seed=0, labels=None):
     x = _as_data(model, x, "evaluate: x")
     y = _labels(model, labels, x.shape[0], "evaluate: labels")
     gen = B.Generator(seed)
-    sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
+    sums = {"loss": [], "recon": [], "kl": []}
     was_training = model.training
     model.eval()
     try:
         for a, b in _chunks(x.shape[0], batch_size):
             parts = _model_call(model.loss_per_example, x[a:b, :], None if y is None else y[a:b], rng=gen)
             for key in sums:
-                sums[key] += float(xp.sum(parts[key]))
+                sums[key].append(xp.sum(B.astype(parts[key], "float64")))  # kept on the device, read once below
     finally:
         model.train(was_training)
-    return {key: value / x.shape[0] for key, value in sums.items()}
+    return {key: float(xp.sum(xp.stack(values))) / x.shape[0] for key, values in sums.items()}
 
 
 def _need_vae(model, who):
@@ -290,6 +336,57 @@ def _need_vae(model, who):
 
     if not isinstance(model, VAE):
         raise TypeError(f"{who} needs a VAE (an encoder q(z|x) with mu and logvar), got {type(model).__name__}")
+
+
+def _iwae_noise(model, a, b, s, t, k, eps, gen):
+    """eps for examples a..b-1 and samples s..t-1, (b - a, t - s, K): the given eps, or the next draws of ``gen``.
+
+    The draws are taken in (example, sample) order from one stream, so on NumPy (and the strict backend) the
+    numbers, and the bound, do not depend on how the work is chunked; CuPy's device generator fills a block in
+    parallel, so there the bound changes with ``batch_size`` by a Monte Carlo amount (a different sample).
+    """
+    if eps is not None:
+        return eps[a:b, s:t, :]
+    return gen.standard_normal((b - a, t - s, model.latent_dim), model.dtype)
+
+
+def _log_px_k(model, out, x):
+    """log p(x | z) for k codes per example: ``out`` (m, k, D) decoder outputs, ``x`` (m, D) images -> (m, k)."""
+    xp = B.get_xp()
+    x3 = xp.expand_dims(x, axis=1)
+    if model.likelihood == "bernoulli":
+        return -losses.bce_with_logits_per_example_fast(out, x3)  # the images broadcast: never copied k times
+    m, k, dim = out.shape
+    x_rep = xp.reshape(xp.broadcast_to(x3, (m, k, dim)), (m * k, dim))
+    return xp.reshape(model.log_likelihood(xp.reshape(out, (m * k, dim)), x_rep), (m, k))
+
+
+def _iwae_log_weights(model, x, mu, logvar, e):
+    """log w = log p(x|z) + log p(z) - log q(z|x) for each example and sample: (m, k), with z = mu + sigma * eps.
+
+    x (m, D), mu and logvar (m, K), e (m, k, K). The log 2 pi terms of p(z) and q(z|x) cancel:
+    log p(z) - log q(z|x) = -1/2 |z|^2 + 1/2 |eps|^2 + 1/2 sum_j logvar_j.
+    All m * k codes go through the decoder in one batch of large matrix products.
+    """
+    xp = B.get_xp()
+    m, k, latent = e.shape
+    z = xp.expand_dims(mu, axis=1) + xp.expand_dims(xp.exp(0.5 * logvar), axis=1) * e  # (m, k, K)
+    out = model.decoder.forward(xp.reshape(z, (m * k, latent)))
+    log_px = _log_px_k(model, xp.reshape(out, (m, k, model.input_dim)), x)
+    log_prior_ratio = 0.5 * (xp.sum(e * e, axis=2) - xp.sum(z * z, axis=2))
+    return log_px + log_prior_ratio + 0.5 * xp.sum(logvar, axis=1, keepdims=True)
+
+
+def _logsumexp_update(run_max, run_sum, log_w):
+    """Fold log_w (m, s) into a running log-sum-exp kept as (max, sum of exp(. - max)), each (m,).
+
+    The old sum is rescaled to the new maximum, then this chunk's terms are added: exp never overflows, and the
+    largest term contributes exactly 1.
+    """
+    xp = B.get_xp()
+    new_max = xp.maximum(run_max, xp.max(log_w, axis=1))
+    run_sum = run_sum * xp.exp(run_max - new_max) + xp.sum(xp.exp(log_w - xp.expand_dims(new_max, axis=1)), axis=1)
+    return new_max, run_sum
 
 
 def iwae_bound(model, x, k=1000, batch_size=None, seed=0, eps=None):
@@ -305,64 +402,45 @@ def iwae_bound(model, x, k=1000, batch_size=None, seed=0, eps=None):
     flows. k = 1 is the one-sample negative ELBO with a sampled KL term; the bound tightens (decreases) as k grows.
     ``beta`` plays no part: this bounds the model's true likelihood.
 
-    Example i's noise is ``Generator((seed, i)).standard_normal((k, K))`` (or ``eps[i]`` if ``eps`` of shape
-    (N, k, K) is given), so the figure does not depend on the chunking. ``batch_size`` is the largest number of
-    (example, sample) rows sent through the decoder at once; None picks about 64 MB of decoder output
-    (20,000 rows for 784 float32 pixels). Chunks cover several examples, or part of one example's k samples
-    (combined with a running log-sum-exp), so k = 1000 on 10,000 images runs in bounded memory.
+    The noise is drawn from ``Generator(seed)`` in (example, sample) order, one block per chunk (or ``eps`` of
+    shape (N, k, K) is used). ``batch_size`` is the largest number of (example, sample) rows sent through the
+    decoder at once; None picks about 64 MB of decoder output (20,000 rows for 784 float32 pixels). Chunks cover
+    several examples, or part of one example's k samples (combined with a running log-sum-exp), so k = 1000 on
+    10,000 images runs in bounded memory. On NumPy the figure does not depend on ``batch_size``; on CuPy it does,
+    within the Monte Carlo error (see ``_iwae_noise``).
     """
     _need_vae(model, "iwae_bound")
     xp = B.get_xp()
     _positive_int(k, "iwae_bound: k")
     x = _as_data(model, x, "iwae_bound: x")
-    n, dim, latent = x.shape[0], x.shape[1], model.latent_dim
+    n, latent = x.shape[0], model.latent_dim
     if batch_size is None:
-        itemsize = 8 if model.dtype == "float64" else 4
         # a convolutional decoder's intermediate images are far larger than its output: it names its own size
-        batch_size = getattr(model, "decode_rows", None) or max(1, 2**26 // (dim * itemsize))
+        batch_size = getattr(model, "decode_rows", None) or max(
+            1, 2**26 // (x.shape[1] * (8 if model.dtype == "float64" else 4)))
     _positive_int(batch_size, "iwae_bound: batch_size")
     if eps is not None:
         eps = B.asarray(eps, dtype=model.dtype)
         if tuple(eps.shape) != (n, k, latent):
             raise ValueError(f"iwae_bound: eps must have shape (N, k, K) = {(n, k, latent)}, got {tuple(eps.shape)}")
-    per_chunk = max(1, batch_size // k)    # examples per chunk
-    k_chunk = min(k, batch_size)           # samples per decoder pass
-    total = 0.0
+    gen = B.Generator(seed)
+    per_chunk, k_chunk = max(1, batch_size // k), min(k, batch_size)  # examples per chunk, samples per pass
+    total = B.zeros((), "float64")
     was_training = model.training
     model.eval()
     try:
         for a, b in _chunks(n, per_chunk):
-            m = b - a
             xc = x[a:b, :]
-            if eps is None:
-                e_all = xp.stack([B.Generator((seed, i)).standard_normal((k, latent), model.dtype)
-                                  for i in range(a, b)])
-            else:
-                e_all = eps[a:b, :, :]
             mu, logvar = model.encode(xc)
-            std = xp.exp(0.5 * logvar)
-            log_q_const = -0.5 * xp.sum(logvar, axis=1, keepdims=True) - 0.5 * latent * LOG_2PI
-            run_max = B.full((m,), -math.inf, model.dtype)
-            run_sum = B.zeros((m,), model.dtype)
+            run_max, run_sum = B.full((b - a,), -math.inf, model.dtype), B.zeros((b - a,), model.dtype)
             for s, t in _chunks(k, k_chunk):
-                e = e_all[:, s:t, :]
-                z = mu[:, None, :] + std[:, None, :] * e                       # (m, t - s, K)
-                rows = m * (t - s)
-                out = model.decoder.forward(xp.reshape(z, (rows, latent)))
-                x_rep = xp.reshape(xp.broadcast_to(xc[:, None, :], (m, t - s, dim)), (rows, dim))
-                log_px = xp.reshape(model.log_likelihood(out, x_rep), (m, t - s))
-                log_pz = -0.5 * xp.sum(z * z, axis=2) - 0.5 * latent * LOG_2PI
-                log_qz = -0.5 * xp.sum(e * e, axis=2) + log_q_const
-                log_w = log_px + log_pz - log_qz
-                # Running log-sum-exp: rescale the old sum to the new maximum, then add this chunk's terms.
-                new_max = xp.maximum(run_max, xp.max(log_w, axis=1))
-                run_sum = run_sum * xp.exp(run_max - new_max) + xp.sum(xp.exp(log_w - new_max[:, None]), axis=1)
-                run_max = new_max
-            log_px_bound = xp.log(run_sum) + run_max - math.log(k)
-            total -= float(xp.sum(log_px_bound))
+                log_w = _iwae_log_weights(model, xc, mu, logvar, _iwae_noise(model, a, b, s, t, k, eps, gen))
+                run_max, run_sum = _logsumexp_update(run_max, run_sum, log_w)
+            bounds = xp.log(run_sum) + run_max - math.log(k)
+            total = total - B.astype(xp.sum(bounds), "float64")  # summed on the device, read once
     finally:
         model.train(was_training)
-    return total / n
+    return float(total) / n
 
 
 def latent_variances(model, x, batch_size=1000):
