@@ -94,3 +94,23 @@ def test_the_commands_reach_batch_and_gradescope(fresh, tmp_path, capsys):
     with pytest.raises(ValueError, match="should end in .zip"):
         write_autograder(tmp_path / "ag.tar")
     assert str(PACKAGE_DIR) not in capsys.readouterr().err
+
+
+def test_a_config_picks_functions_points_and_hint_levels(tmp_path):
+    from tinyvae.instructor.manifest import load_config
+    path = tmp_path / "course.json"
+    path.write_text('{"functions": {"VAE.backward": {"points": 30, "hint": "short"}, "Dense.backward": {}}}')
+    chosen = load_config(path)
+    assert [(e.id, e.points, e.hint_level) for e in chosen] == [("Dense.backward", 15, "full"),
+                                                                ("VAE.backward", 30, "short")]
+    assert chosen[1].shown_hint == entry("VAE.backward").short_hint
+    out = make(tmp_path / "hw", entries=chosen)
+    readme = (out / "README.md").read_text()
+    assert "45 points in all" in readme and "`Adam.step`" not in readme
+    for bad, message in (('{"functions": {"Nope": {}}}', "unknown function"),
+                         ('{"functions": {"Dense.backward": {"hint": "loud"}}}', "hint must be one of"),
+                         ('{"functions": {"Dense.backward": {"points": -1}}}', "points must be"),
+                         ("{", "course.json")):
+        path.write_text(bad)
+        with pytest.raises(ValueError, match=message):
+            load_config(path)
