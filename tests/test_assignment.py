@@ -27,6 +27,7 @@ from tinyvae.instructor.manifest import entry as manifest_entry
 pytestmark = pytest.mark.backends("numpy")  # host-side tooling; the grader runs its own NumPy subprocess
 
 IDS = [e.id for e in MANIFEST]
+TOTAL = sum(e.points for e in MANIFEST)  # 100 before the convolution entries (issue 12) joined
 SOLUTION_ROOT = PACKAGE_DIR.parent
 
 
@@ -61,7 +62,7 @@ def _def(path, qualname):
 
 
 def test_manifest_is_consistent_with_the_solution_and_the_grader():
-    assert sum(e.points for e in MANIFEST) == 100
+    assert all(e.points > 0 for e in MANIFEST) and TOTAL >= 100
     assert len(set(IDS)) == len(IDS)
     assert set(CASES) == set(IDS)
     assert all(e.hint and "\n" not in e.hint for e in MANIFEST)
@@ -222,11 +223,11 @@ def test_the_commands_wire_into_a_parser(fresh, tmp_path, capsys):
 
     args = parser.parse_args(["assignment", "make", str(tmp_path / "hw")])
     assert args.func(args) == 0
-    assert "12 functions (100 points)" in capsys.readouterr().out
+    assert f"{len(MANIFEST)} functions ({TOTAL} points)" in capsys.readouterr().out
     args = parser.parse_args(["assignment", "grade", str(tmp_path / "hw"), "--json", "--timeout", "60"])
     assert args.func(args) == 1
     data = json.loads(capsys.readouterr().out)
-    assert data["score"] == 0 and data["total"] == 100 and [r["function"] for r in data["rows"]] == IDS
+    assert data["score"] == 0 and data["total"] == TOTAL and [r["function"] for r in data["rows"]] == IDS
     args = parser.parse_args(["assignment"])
     assert args.func(args) == 2
 

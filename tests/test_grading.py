@@ -20,6 +20,7 @@ from tinyvae.instructor.manifest import entry as manifest_entry
 pytestmark = pytest.mark.backends("numpy")  # host-side tooling; the student processes run NumPy
 
 IDS = [e.id for e in MANIFEST]
+TOTAL = sum(e.points for e in MANIFEST)  # 100 before the convolution entries (issue 12) joined
 SOLUTION_ROOT = PACKAGE_DIR.parent
 FILES = {e.id: (e.file, e.qualname) for e in MANIFEST}
 MODE = sandbox.mode()
@@ -56,7 +57,7 @@ def _passed(report):
 
 def test_a_fresh_copy_fails_every_row_and_each_row_shows_its_own_hint(fresh):
     report = grade(fresh, seed=5)
-    assert [r.function for r in report.rows] == IDS and report.score == 0 and report.total == 100
+    assert [r.function for r in report.rows] == IDS and report.score == 0 and report.total == TOTAL
     for row, e in zip(report.rows, MANIFEST):
         assert not row.passed and "NotImplementedError" in row.note and row.hint == e.hint
     assert report.seed == 5 and report.sandbox == MODE
@@ -65,7 +66,7 @@ def test_a_fresh_copy_fails_every_row_and_each_row_shows_its_own_hint(fresh):
 
 def test_the_solution_passes_every_row_and_fresh_seeds_are_drawn():
     a, b = grade(SOLUTION_ROOT), grade(PACKAGE_DIR, entries=_only("Identity.backward"))
-    assert a.score == 100 and b.score == 5, str(a)
+    assert a.score == TOTAL and b.score == 5, str(a)
     assert a.seed != b.seed  # a fresh draw per run (31 bits: equal with probability 5e-10)
     for row in a.rows:
         assert row.checks and all(e < 1e-7 for _, e in row.checks) and row.note == ""
@@ -83,6 +84,28 @@ def test_each_row_grades_its_own_function(fresh, tmp_path):
 # The realistic-bug battery: (function, body) pairs, each a plausible mistake. Rounds hold at most one bug per
 # function; every other function is the solution. Each bug must fail exactly its own row.
 BUGS = [
+    ("col2im", """
+        xp = B.get_xp()
+        n, c, h, w = (int(d) for d in x_shape)
+        oh, ow = conv_output_size(h, kh, stride, padding), conv_output_size(w, kw, stride, padding)
+        patches = xp.reshape(cols, (n, oh, ow, c, kh, kw))
+        xpad = B.zeros((n, c, h + 2 * padding, w + 2 * padding), cols.dtype)
+        for i in range(oh):
+            for j in range(ow):  # assigns instead of adding: where windows overlap, only the last one counts
+                xpad[:, :, i * stride:i * stride + kh, j * stride:j * stride + kw] = patches[:, i, j, :, :, :]
+        return xpad[:, :, padding:padding + h, padding:padding + w]
+        """),
+    ("Conv2d.backward", """
+        xp = B.get_xp()
+        cols, w_rows, x_shape = self._saved(self._cache)
+        dout_rows = _rows(dout)
+        self.W.accumulate(_channels_first(dout_rows.T @ cols, x_shape[1], self.kh, self.kw))
+        self.b.accumulate(xp.mean(dout_rows, axis=0))  # mean instead of sum over the N*OH*OW rows
+        if not self.input_grad:
+            return None
+        return col2im_fast(_unfolded(dout_rows @ w_rows, x_shape[1], self.kh, self.kw), x_shape, self.kh, self.kw,
+                           self.stride, self.padding)
+        """),
     ("Dense.backward", """
         x = self._saved(self._x)
         self.W.accumulate(x.T @ dout)

@@ -80,9 +80,24 @@ def _table(rows, headers):
     return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
 
 
+def _model_kwargs(args, data):
+    """The constructor arguments of ``--model`` from the options (each model takes the ones it has)."""
+    common = dict(latent_dim=args.latent, likelihood=args.likelihood, activation=args.activation, dtype=args.dtype,
+                  rng=args.seed)
+    if args.model in ("convvae", "convae"):
+        kwargs = dict(image_shape=(1, *data.image_shape), channels=args.channels, **common)
+    else:
+        kwargs = dict(input_dim=data.x_train.shape[1], hidden=args.hidden, **common)
+    if args.model in ("vae", "convvae"):
+        kwargs["beta"] = args.beta
+    if args.model == "dae":
+        kwargs.update(noise=args.noise, noise_level=args.noise_level)
+    return kwargs
+
+
 def cmd_train(args):
     from . import checkpoint, plots
-    from .models import MODELS
+    from .models import MODELS, VAE
     from .optim import Adam
     from .train import active_units, evaluate, fit, iwae_bound
 
@@ -91,16 +106,12 @@ def cmd_train(args):
     if out.exists() and not out.is_dir():
         raise UsageError(f"tinyvae train: error: --out {out} exists and is not a folder")
     data = _load_data(args.dataset, progress=not args.quiet)
-    kwargs = dict(input_dim=data.x_train.shape[1], hidden=args.hidden, latent_dim=args.latent,
-                  likelihood=args.likelihood, activation=args.activation, dtype=args.dtype, rng=args.seed)
-    if args.model == "vae":
-        kwargs["beta"] = args.beta
-    if args.model == "dae":
-        kwargs.update(noise=args.noise, noise_level=args.noise_level)
-    model = MODELS[args.model](**kwargs)
+    model = MODELS[args.model](**_model_kwargs(args, data))
+    is_vae = isinstance(model, VAE)
     optimizer = Adam(model.parameters(), lr=args.lr)
     out.mkdir(parents=True, exist_ok=True)  # only now: a bad option above leaves no empty folder behind
-    print(f"training {type(model).__name__} {data.x_train.shape[1]}-{'-'.join(map(str, args.hidden))}-"
+    layers = getattr(model, "channels", args.hidden)  # a convolutional model's channels, else the hidden sizes
+    print(f"training {type(model).__name__} {data.x_train.shape[1]}-{'-'.join(map(str, layers))}-"
           f"{args.latent} on {data.name} ({data.x_train.shape[0]} images) for {_plural(args.epochs, 'epoch')}, "
           f"backend {B.backend_name()}, {model.dtype}")
     start = time.perf_counter()
@@ -110,7 +121,7 @@ def cmd_train(args):
 
     test = evaluate(model, data.x_test)
     figures = {"test loss (nats/image)": test["loss"], "test recon": test["recon"]}
-    if args.model == "vae":
+    if is_vae:
         figures["test KL"] = test["kl"]
         n_iwae = min(1000, data.x_test.shape[0])
         figures[f"test IWAE NLL bound (k=100, {n_iwae} images)"] = iwae_bound(model, data.x_test[:n_iwae], k=100)
@@ -125,7 +136,7 @@ def cmd_train(args):
                plots.reconstructions(model, x_test, path=out / "reconstructions.png"),
                plots.latent_space(model, x_test[:2000], labels[:2000], path=out / "latent_space.png"),
                plots.interpolation(model, x_test[0], x_test[1], path=out / "interpolation.png")]
-    if args.model == "vae":
+    if is_vae:
         written.append(plots.samples(model, 64, rng=args.seed, path=out / "samples.png"))
         if args.latent == 2:
             written.append(plots.latent_manifold(model, path=out / "manifold.png"))
@@ -227,17 +238,19 @@ def _common(p, seed=True):
 
 
 def build_parser():
-    from .models import LIKELIHOODS, NOISES
+    from .models import LIKELIHOODS, MODELS, NOISES
 
     parser = _Parser(prog="tinyvae", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("train", help="train a model; write the checkpoint, metrics.json and figures")
-    p.add_argument("--model", choices=("vae", "ae", "dae"), default="vae")
+    p.add_argument("--model", choices=tuple(MODELS), default="vae")
     p.add_argument("--dataset", default="mnist-small", help=DATASET_HELP)
     p.add_argument("--epochs", type=_at_least(1), default=20)
     p.add_argument("--latent", type=_at_least(1), default=20, help="latent dimensions (2 adds the manifold figure)")
     p.add_argument("--hidden", type=_int_list, default=[400], help="hidden sizes, e.g. 400 or 512,256")
+    p.add_argument("--channels", type=_int_list, default=[32, 64],
+                   help="channels of the stride-2 convolutions (convvae, convae), e.g. 32,64")
     p.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (VAE)")
     p.add_argument("--kl-warmup", type=_at_least(0), default=0, help="epochs over which beta rises from 0 (VAE)")
     p.add_argument("--likelihood", choices=LIKELIHOODS, default="bernoulli")

@@ -298,7 +298,7 @@ class VAE(_Base):
         dlogvar = dlogvar_recon + self.beta * dlogvar_kl
         # Both heads read the same hidden features h, so their input gradients add up.
         dh_mu, dh_logvar = self.mu_head.backward(dmu), self.logvar_head.backward(dlogvar)
-        if self.hidden:
+        if len(self.encoder):  # empty when the heads read the pixels themselves (hidden=())
             self.encoder.backward(dh_mu + dh_logvar)
 
     def sample(self, n, rng=None):
@@ -334,6 +334,10 @@ class VAE(_Base):
 
 
 MODELS = {"ae": Autoencoder, "dae": DenoisingAutoencoder, "vae": VAE}
+
+from .conv_models import ConvAutoencoder, ConvVAE  # noqa: E402 - they subclass the models above
+
+MODELS.update({"convvae": ConvVAE, "convae": ConvAutoencoder})
 
 
 def build(config):

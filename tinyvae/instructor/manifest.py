@@ -133,6 +133,18 @@ MANIFEST = (
           "one step of torch.optim.Adam (write adam_reference, then Adam.step)", "adam",
           also_blanks=(("optim.py", "adam_reference"),),
           twins=(Twin("optim.py", "adam_fast", "adam_reference", inplace=("p", "m", "v")),)),
+    Entry("col2im", "conv.py", "col2im", 10,
+          "xpad = zeros (N, C, H + 2p, W + 2p); patches = cols reshaped to (N, OH, OW, C, kh, kw); for each output "
+          "pixel (i, j) ADD patches[:, i, j] onto xpad[:, :, i*s:i*s+kh, j*s:j*s+kw]; return xpad without the "
+          "padding",
+          "the adjoint of im2col: add every row of cols back onto the window it came from, then cut the padding",
+          "col2im", twins=(Twin("conv.py", "col2im_fast", "col2im"),)),
+    Entry("Conv2d.backward", "conv.py", "Conv2d.backward", 10,
+          "dout_rows = _rows(dout) (N*OH*OW, F); dW = dout_rows^T cols, back to W's shape with _channels_first; "
+          "db = dout_rows summed over rows; dx = col2im_fast(_unfolded(dout_rows @ w_rows, C, kh, kw), x_shape, "
+          "...) (None if not self.input_grad); ADD dW and db with accumulate",
+          "the gradients of y = cols W2^T + b: ADD dW and db into .grad, return dx through col2im (None if not "
+          "self.input_grad)", "conv2d"),
 )
 
 # Files replaced as a whole in the handout: CuPy kernels restate the formulas; the handout's _fast twins call the
@@ -276,6 +288,31 @@ def adam_cases(rng, steps=5):
     return cases
 
 
+# (N, C, H, W, kernel, stride, padding): odd sizes, a batch of one, overlapping windows, stride 2 with padding
+CONV_SHAPES = ((2, 3, 5, 7, 3, 1, 0), (1, 2, 7, 5, 3, 2, 1), (2, 1, 9, 7, 4, 2, 1))
+
+
+def col2im_cases(rng):
+    cases = []
+    for (n, c, h, w, k, s, p), unfolded in zip(CONV_SHAPES + CONV_SHAPES[:1], (False, False, False, True)):
+        rows = n * ((h + 2 * p - k) // s + 1) * ((w + 2 * p - k) // s + 1)
+        params = {"x_shape": [n, c, h, w], "k": k, "stride": s, "padding": p, "unfolded": unfolded}
+        cases.append((params, {"cols": rng.normal(size=(rows, c * k * k))}))
+    return cases
+
+
+def conv2d_cases(rng):
+    cases = []
+    for (n, c, h, w, k, s, p), f, input_grad in zip(CONV_SHAPES + CONV_SHAPES[1:2], (4, 3, 2, 3),
+                                                    (True, True, True, False)):
+        oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+        arrays = {"W": rng.normal(size=(f, c, k, k)), "b": rng.normal(size=f), "x": rng.normal(size=(n, c, h, w)),
+                  "dout": rng.normal(size=(n, f, oh, ow)), "gW": rng.normal(size=(f, c, k, k)),
+                  "gb": rng.normal(size=f)}
+        cases.append(({"c": c, "f": f, "k": k, "stride": s, "padding": p, "input_grad": input_grad}, arrays))
+    return cases
+
+
 CASES = {
     "Dense.backward": dense_cases,
     "ReLU.backward": activation_cases("ReLU"),
@@ -289,6 +326,8 @@ CASES = {
     "Reparameterize.backward": reparam_cases,
     "VAE.backward": vae_cases,
     "Adam.step": adam_cases,
+    "col2im": col2im_cases,
+    "Conv2d.backward": conv2d_cases,
 }
 
 

@@ -177,8 +177,25 @@ def adam(tv, p, a):
     return out
 
 
+def col2im(tv, p, a):
+    cols = a["cols"]
+    if p["unfolded"]:  # the (N*OH*OW, C, kh, kw) view the layers pass
+        cols = cols.reshape(cols.shape[0], p["x_shape"][1], p["k"], p["k"])
+    return {"x": tv.conv.col2im(cols, tuple(p["x_shape"]), p["k"], p["k"], p["stride"], p["padding"])}
+
+
+def conv2d(tv, p, a):
+    layer = tv.Conv2d(p["c"], p["f"], p["k"], stride=p["stride"], padding=p["padding"], dtype="float64")
+    layer.input_grad = p["input_grad"]
+    _set(layer.W, a["W"], a["gW"])
+    _set(layer.b, a["b"], a["gb"])
+    layer.forward(a["x"])
+    dx = layer.backward(a["dout"])
+    return {"dx": dx, "W.grad": layer.W.grad, "b.grad": layer.b.grad}
+
+
 SCENARIOS = {"dense": dense, "activation": activation, "bce": bce, "kl": kl, "reparam": reparam, "vae": vae,
-             "adam": adam}
+             "adam": adam, "col2im": col2im, "conv2d": conv2d}
 
 
 def run_case(tv, scenario, params, arrays):
