@@ -229,6 +229,28 @@ def value_checks(seed=0):
     return [("bce_with_logits values", bce), ("gaussian_kl values", kl), ("Adam.step", adam)]
 
 
+def conv_checks(seed=0):
+    """(name, run) pairs for the convolution: Conv2d's gradients, and col2im as the adjoint of im2col
+    (<im2col(x), c> = <x, col2im(c)> for every x and c, which is what makes it im2col's backward)."""
+    from .conv import Conv2d, col2im, im2col
+
+    xp, rng = B.get_xp(), B.Generator(seed + 2)
+    normal = lambda *shape: rng.standard_normal(shape, "float64")  # noqa: E731
+
+    def conv():
+        layer = Conv2d(2, 3, 3, stride=2, padding=1, rng=rng, dtype="float64")
+        return check_module(layer, normal(2, 2, 5, 6), rng=seed, name="Conv2d(stride 2, padding 1)")
+
+    def adjoint():
+        x = normal(2, 2, 5, 6)
+        cols = normal(*im2col(x, 3, 3, 2, 1).shape)
+        left = float(xp.sum(im2col(x, 3, 3, 2, 1) * cols))
+        right = float(xp.sum(x * col2im(cols, tuple(x.shape), 3, 3, 2, 1)))
+        return Report([Check("col2im (adjoint of im2col)", (), rel_error(B.asarray(left), B.asarray(right)))])
+
+    return [("Conv2d", conv), ("col2im", adjoint)]
+
+
 def check_components(seed=0):
     """Gradient-check every component of the library on small float64 problems; returns one Report.
 
@@ -286,6 +308,7 @@ def check_components(seed=0):
         name=f"VAE({lik}, beta=0.5)")) for lik in ("bernoulli", "gaussian")]
 
     checks += value_checks(seed)
+    checks += conv_checks(seed)
     report = Report()
     for name, run in checks:
         try:
