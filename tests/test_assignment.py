@@ -239,3 +239,55 @@ def test_student_copy_has_no_instructor_code_and_no_assignment_command(fresh):
     out = subprocess.run([sys.executable, "-m", "tinyvae", "--help"], cwd=fresh, env=env, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0 and "gradcheck" in out.stdout and "assignment" not in out.stdout
+
+
+def test_the_students_self_check_covers_every_graded_function(fresh, tmp_path):
+    """In a copy with every solution pasted back, `tinyvae gradcheck` passes; blank any ONE graded function (or a
+    helper it blanks) again and it fails: the self-check exercises every row the grader scores."""
+    root = _copy(fresh, tmp_path, "solved")
+    for function_id in IDS:
+        paste_solution(root, function_id)
+    script = textwrap.dedent(f"""
+        import sys
+        import tinyvae
+        from tinyvae.gradcheck import check_components
+        assert tinyvae.__file__.startswith({str(root)!r})
+        assert check_components().passed
+        targets = {[(e.id, f, q) for e in MANIFEST for f, q in e.targets]!r}
+        missed = []
+        for function_id in {IDS!r}:
+            saved = []
+            for fid, file, qualname in targets:
+                if fid != function_id:
+                    continue
+                owner = sys.modules["tinyvae." + file[:-3]]
+                *path, attr = qualname.split(".")
+                for part in path:
+                    owner = getattr(owner, part)
+                saved.append((owner, attr, vars(owner)[attr]))
+                def blank(*a, **k):
+                    raise NotImplementedError
+                setattr(owner, attr, blank)
+            if check_components().passed:
+                missed.append(function_id)
+            for owner, attr, value in saved:
+                setattr(owner, attr, value)
+        print("missed", missed)
+    """)
+    env = dict(os.environ, PYTHONPATH=str(root), TINYVAE_BACKEND="numpy")
+    out = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "missed []" in out.stdout
+
+
+def test_the_handed_out_notebooks_keep_the_exercises_but_not_the_answers(fresh):
+    texts = {p.name: p.read_text() for p in (fresh / "notebooks").glob("*.ipynb")}
+    assert texts and not any("BEGIN SOLUTION" in t for t in texts.values())
+    for leak in ("dW_hand = x.T @ G", "dlogvar_hand = (xp.exp(logvar) - 1.0) / (2 * N)", "dmu_hand = mu / N",
+                 "dlogvar_hand = dz * 0.5", "dW = x^\\\\top G", "{e^{\\\\text{logvar}} - 1}{2N}",
+                 "tfrac12(e^{\\\\text{logvar}} - 1)", "tfrac12 \\\\sigma \\\\odot"):
+        assert not any(leak in t for t in texts.values()), leak
+        assert any(leak in (SOLUTION_ROOT / "notebooks" / n).read_text() for n in texts), leak  # a real leak test
+    assert "YOUR CODE HERE" in texts["01_autoencoder_and_pca.ipynb"]
+    assert "Your derivation here" in texts["02_vae_step_by_step.ipynb"]

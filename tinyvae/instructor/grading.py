@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -398,27 +399,40 @@ def score(entry, drawn, expected, results):
     return row
 
 
-def grade(path, seed=None, entries=None, sandbox_mode=None, timeout=20.0, jobs=None, integrity=None):
+_PLANNING = threading.Lock()  # recording wraps the solution's functions: one plan at a time
+
+
+def plan(entries=None, seed=None):
+    """(seed, plans): the cases, expected outputs and recorded answers of every function, for one seed. A batch
+    computes them once and grades every submission against them."""
+    entries = tuple(entries or MANIFEST)
+    seed = secrets.randbits(31) if seed is None else int(seed)
+    with _PLANNING:
+        solution = _solution()
+        return seed, [(e, *expected_for(solution, e, entries, seed)) for e in entries]
+
+
+def grade(path, seed=None, entries=None, sandbox_mode=None, timeout=20.0, jobs=None, integrity=None, plans=None):
     """Grade the submission in ``path``; returns a GradeReport (seed and sandbox mode recorded in it).
 
     ``seed`` None draws a fresh one; pass the report's seed to regrade identically. ``timeout`` bounds each
-    function's student process (it is killed from outside); functions run ``jobs`` at a time.
+    function's student process (it is killed from outside); functions run ``jobs`` at a time. ``plans`` (from
+    ``plan``, with its seed) skips recomputing the expected values.
     """
     started = time.monotonic()
     root = student_root(path)
     if not timeout > 0:
         raise ValueError(f"assignment grade: timeouts must be positive, got {timeout!r}")
-    entries = tuple(entries or MANIFEST)
-    seed = secrets.randbits(31) if seed is None else int(seed)
     mode = sandbox.mode(sandbox_mode)
-    solution = _solution()
-    plans = [(e, *expected_for(solution, e, entries, seed)) for e in entries]  # before any student code runs
+    if plans is None:
+        seed, plans = plan(entries, seed)  # before any student code runs
+    entries = [p[0] for p in plans]
     integrity = integrity or sandbox.Integrity()
     modules = sorted({f[:-3] for e in entries for f, _ in e.stubbable})
     jobs = jobs or min(len(plans), os.cpu_count() or 1)
 
-    def one(plan):
-        entry, drawn, expected, recorded, stubs = plan
+    def one(item):
+        entry, drawn, expected, recorded, stubs = item
         job = {"scenario": entry.scenario, "cases": drawn, "stubs": stubs, "seed": seed, "modules": modules}
         with tempfile.TemporaryDirectory(prefix="tinyvae-grade-") as work:
             results = run_student(root, entry, job, [c for calls in recorded for c in calls], mode, timeout, work)
