@@ -141,6 +141,12 @@ def kl(tv, p, a):
             "per-example values": tv.losses.gaussian_kl_per_example(a["mu"], a["logvar"])}
 
 
+def softmax_ce(tv, p, a):
+    value, grad = tv.losses.softmax_cross_entropy(a["logits"], a["labels"])
+    per_example = tv.losses.softmax_cross_entropy_per_example(a["logits"], a["labels"])
+    return {"value": value, "dlogits": grad, "per-example values": per_example}
+
+
 def reparam(tv, p, a):
     layer = tv.Reparameterize()
     layer.forward(a["mu"], a["logvar"], eps=a["eps"])
@@ -194,7 +200,8 @@ def conv2d(tv, p, a):
     return {"dx": dx, "W.grad": layer.W.grad, "b.grad": layer.b.grad}
 
 
-SCENARIOS = {"dense": dense, "activation": activation, "bce": bce, "kl": kl, "reparam": reparam, "vae": vae,
+SCENARIOS = {"dense": dense, "activation": activation, "bce": bce, "kl": kl, "reparam": reparam,
+             "softmax_ce": softmax_ce, "vae": vae,
              "adam": adam, "col2im": col2im, "conv2d": conv2d}
 
 
