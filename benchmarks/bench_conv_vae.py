@@ -139,7 +139,7 @@ def profile(args, data):
     ours, theirs = median_step(step, args.steps), median_step(torch_step, args.steps)
 
     # Where tinyvae's step goes: wrap im2col / col2im and each conv layer's forward and backward in timers.
-    spent = {"im2col": 0.0, "col2im": 0.0, "conv layers": 0.0}
+    spent = {"im2col": 0.0, "col2im": 0.0, "rows": 0.0, "conv layers": 0.0}
 
     def timed(fn, key):
         def wrapper(*a, **k):
@@ -150,10 +150,11 @@ def profile(args, data):
                 spent[key] += time.perf_counter() - start
         return wrapper
 
-    saved = {name: getattr(conv, name) for name in ("im2col_fast", "col2im_fast")}
+    saved = {name: getattr(conv, name) for name in ("im2col_fast", "col2im_fast", "_rows")}
     methods = [(cls, name, getattr(cls, name)) for cls in (conv.Conv2d, conv.ConvTranspose2d)
                for name in ("forward", "backward")]
     conv.im2col_fast, conv.col2im_fast = timed(saved["im2col_fast"], "im2col"), timed(saved["col2im_fast"], "col2im")
+    conv._rows = timed(saved["_rows"], "rows")
     for cls, name, fn in methods:
         setattr(cls, name, timed(fn, "conv layers"))
     try:
@@ -162,18 +163,19 @@ def profile(args, data):
             step()
         total = time.perf_counter() - start
     finally:
-        conv.im2col_fast, conv.col2im_fast = saved["im2col_fast"], saved["col2im_fast"]
+        conv.im2col_fast, conv.col2im_fast, conv._rows = saved["im2col_fast"], saved["col2im_fast"], saved["_rows"]
         for cls, name, fn in methods:
             setattr(cls, name, fn)
-    rest_conv = spent["conv layers"] - spent["im2col"] - spent["col2im"]
+    rest_conv = spent["conv layers"] - spent["im2col"] - spent["col2im"] - spent["rows"]
     rows = [("im2col (strided view + one copy)", spent["im2col"]), ("col2im (kh*kw slice-adds)", spent["col2im"]),
-            ("conv layers' matrix products, reshapes, bias", rest_conv),
+            ("NCHW <-> rows copies of inputs and gradients", spent["rows"]),
+            ("conv layers' matrix products, bias, weight reorder", rest_conv),
             ("everything else (Dense, ReLU, loss, Adam)", total - spent["conv layers"])]
     print(f"\none training step, batch {BATCH}, median of {args.steps}: tinyvae {ours * 1e3:.1f} ms, PyTorch "
           f"{theirs * 1e3:.1f} ms, ratio {ours / theirs:.2f}")
-    print(f"\n{'where tinyvae step time goes':<46} {'ms/step':>8} {'share':>6}")
+    print(f"\n{'where tinyvae step time goes':<52} {'ms/step':>8} {'share':>6}")
     for name, seconds in rows:
-        print(f"{name:<46} {seconds / args.steps * 1e3:>8.1f} {seconds / total:>6.0%}")
+        print(f"{name:<52} {seconds / args.steps * 1e3:>8.1f} {seconds / total:>6.0%}")
 
 
 def train(args, data):

@@ -20,7 +20,6 @@ from .conv import Conv2d, ConvTranspose2d, Flatten, Unflatten, conv_output_size
 from .layers import Dense
 from .models import VAE, Autoencoder, _check_sizes
 from .module import Sequential
-from .reparam import Reparameterize
 
 
 def _conv_config(image_shape, channels, kernel_size, latent_dim, likelihood):
@@ -73,48 +72,51 @@ def conv_stacks(image_shape, channels, kernel_size, activation, dtype, rng):
     return Sequential(*encoder), decoder, flat
 
 
+def _inherited(keys):
+    """A model's config keys without the MLP's sizes: the objective's options, whatever the MLP model has."""
+    return tuple(k for k in keys if k not in ("input_dim", "hidden"))
+
+
 class ConvVAE(VAE):
     """A VAE whose encoder and decoder are convolutional (see the module docstring for the layers).
 
     Objective and backward: exactly VAE's (recon + beta * KL, z = mu + exp(logvar / 2) * eps); only the layers the
-    gradients flow through differ.
+    gradients flow through differ. Options of the objective that VAE takes (``beta``, ...) pass through
+    ``**objective``.
     """
 
     kind = "convvae"
     decode_rows = 1000  # rows per decoder pass in iwae_bound: ~200 MB of intermediate images at the defaults
-    _config_keys = ("image_shape", "channels", "latent_dim", "likelihood", "beta", "activation", "kernel_size",
-                    "dtype")
+    _config_keys = ("image_shape", "channels", "kernel_size", *_inherited(VAE._config_keys))
 
-    def __init__(self, image_shape=(1, 28, 28), channels=(32, 64), latent_dim=20, likelihood="bernoulli", beta=1.0,
-                 activation="relu", kernel_size=4, dtype=None, rng=None):
-        self.image_shape, self.channels = _conv_config(image_shape, channels, kernel_size, latent_dim, likelihood)
-        if not beta >= 0:
-            raise ValueError(f"beta must be >= 0, got {beta!r}")
-        self.input_dim, self.latent_dim, self.likelihood = math.prod(self.image_shape), latent_dim, likelihood
-        self.beta, self.activation, self.kernel_size = float(beta), activation, kernel_size
-        self.dtype = B.dtype_name(dtype)
+    def __init__(self, image_shape=(1, 28, 28), channels=(32, 64), latent_dim=20, likelihood="bernoulli",
+                 activation="relu", kernel_size=4, dtype=None, rng=None, **objective):
+        image_shape, channels = _conv_config(image_shape, channels, kernel_size, latent_dim, likelihood)
+        # VAE.__init__ sets and checks the objective's settings; its MLP layers are then replaced (they are built
+        # from a throwaway generator, so ``rng`` draws only the layers kept).
+        super().__init__(input_dim=math.prod(image_shape), hidden=(), latent_dim=latent_dim, likelihood=likelihood,
+                         activation=activation, dtype=dtype, rng=B.Generator(0), **objective)
+        self.image_shape, self.channels, self.kernel_size = image_shape, channels, kernel_size
         rng = B.as_generator(rng)
-        self.encoder, trunk, flat = conv_stacks(self.image_shape, self.channels, kernel_size, activation, dtype, rng)
+        self.encoder, trunk, flat = conv_stacks(image_shape, channels, kernel_size, activation, dtype, rng)
         self.mu_head = Dense(flat, latent_dim, rng=rng, dtype=dtype)
         self.logvar_head = Dense(flat, latent_dim, rng=rng, dtype=dtype)
-        self.reparam = Reparameterize()
         self.decoder = Sequential(Dense(latent_dim, flat, rng=rng, dtype=dtype), get_activation(activation), *trunk)
-        self._grads = None
 
 
 class ConvAutoencoder(Autoencoder):
     """An autoencoder with the ConvVAE's layers and one Dense head for the code z; the objective is Autoencoder's."""
 
     kind = "convae"
-    _config_keys = ("image_shape", "channels", "latent_dim", "likelihood", "activation", "kernel_size", "dtype")
+    _config_keys = ("image_shape", "channels", "kernel_size", *_inherited(Autoencoder._config_keys))
 
     def __init__(self, image_shape=(1, 28, 28), channels=(32, 64), latent_dim=20, likelihood="bernoulli",
                  activation="relu", kernel_size=4, dtype=None, rng=None):
-        self.image_shape, self.channels = _conv_config(image_shape, channels, kernel_size, latent_dim, likelihood)
-        self.input_dim, self.latent_dim, self.likelihood = math.prod(self.image_shape), latent_dim, likelihood
-        self.activation, self.kernel_size, self.dtype = activation, kernel_size, B.dtype_name(dtype)
+        image_shape, channels = _conv_config(image_shape, channels, kernel_size, latent_dim, likelihood)
+        super().__init__(input_dim=math.prod(image_shape), hidden=(), latent_dim=latent_dim, likelihood=likelihood,
+                         activation=activation, dtype=dtype, rng=B.Generator(0))
+        self.image_shape, self.channels, self.kernel_size = image_shape, channels, kernel_size
         rng = B.as_generator(rng)
-        encoder, trunk, flat = conv_stacks(self.image_shape, self.channels, kernel_size, activation, dtype, rng)
+        encoder, trunk, flat = conv_stacks(image_shape, channels, kernel_size, activation, dtype, rng)
         self.encoder = Sequential(*encoder, Dense(flat, latent_dim, rng=rng, dtype=dtype))
         self.decoder = Sequential(Dense(latent_dim, flat, rng=rng, dtype=dtype), get_activation(activation), *trunk)
-        self._grads = None
