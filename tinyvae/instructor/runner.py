@@ -295,13 +295,26 @@ def seed_everything(seed):
     np.random.seed(seed % 2**32)
 
 
+def hide_other_copies(student_root):
+    """Take every other tinyvae off the import machinery: an editable install's finder, and any sys.path entry
+    (but a site-packages folder, which NumPy needs) that holds a tinyvae package, such as the solution's checkout."""
+    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+    keep = []
+    for p in sys.path:
+        other = p and os.path.isdir(os.path.join(p, "tinyvae")) and os.path.realpath(p) != os.path.realpath(
+            student_root)
+        if not other or p.rstrip(os.sep).endswith(("site-packages", "dist-packages")):
+            keep.append(p)
+    sys.path[:] = [student_root] + keep
+
+
 def child(rfd, wfd, student_root):
+    hide_other_copies(student_root)
     header, job = receive(rfd)
     student_pkg = os.path.join(os.path.realpath(student_root), "tinyvae") + os.sep
     seed_everything(job["seed"])
     results = []
     try:
-        sys.path.insert(0, student_root)
         import importlib
         tv = importlib.import_module("tinyvae")
         if not os.path.realpath(tv.__file__).startswith(student_pkg):
