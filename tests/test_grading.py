@@ -84,6 +84,14 @@ def test_each_row_grades_its_own_function(fresh, tmp_path):
 # The realistic-bug battery: (function, body) pairs, each a plausible mistake. Rounds hold at most one bug per
 # function; every other function is the solution. Each bug must fail exactly its own row.
 BUGS = [
+    ("softmax_cross_entropy", """
+        logits, labels = _logits_labels(logits, labels, "softmax_cross_entropy")
+        xp = B.get_xp()
+        n = logits.shape[0]
+        logp = _log_softmax(logits)
+        onehot = _one_hot(labels, logits.shape[1], logits.dtype)
+        return -float(xp.sum(onehot * logp)) / n, xp.exp(logp) - onehot  # forgets the 1/N of the batch mean
+        """),
     ("col2im", """
         xp = B.get_xp()
         n, c, h, w = (int(d) for d in x_shape)

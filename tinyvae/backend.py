@@ -200,6 +200,11 @@ def full(shape, value, dtype=None):
     return _state.xp.full(shape, value, **_place({"dtype": resolve_dtype(dtype)}))
 
 
+def arange(n):
+    """0, 1, ..., n - 1 as integers on the active device (class indices, one-hot columns)."""
+    return _state.xp.arange(int(n), **_place({}))
+
+
 def linspace(start, stop, num, dtype=None):
     return _state.xp.linspace(start, stop, num, **_place({"dtype": resolve_dtype(dtype)}))
 

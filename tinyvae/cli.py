@@ -1,4 +1,4 @@
-"""The ``tinyvae`` command: train, sample, reconstruct, interpolate, compare-pca, gradcheck.
+"""The ``tinyvae`` command: train, sample, reconstruct, interpolate, compare-pca, gradcheck, score.
 Where tinyvae/instructor/ exists (never in a student copy) it also has `assignment make|grade`.
 
 Also `evaluate CHECKPOINT` (test loss, IWAE bound, active units) and `train --resume RUN_DIR`.
@@ -434,6 +434,57 @@ def cmd_gradcheck(args):
     print(f"tinyvae gradient check: float64 centered differences (h = 1e-5), backend {B.backend_name()}")
     print(report)
     return 0 if report.passed else 1
+
+
+# ---- tinyvae score (issue 11): self-contained ----
+_LABEL_ARGS = ("digits", "digit", "labels", "y")
+
+
+def _draw_samples(model, n, seed):
+    """n prior samples; a conditional model is asked for each digit in turn, returned as the requested digits."""
+    import inspect
+
+    params = inspect.signature(model.sample).parameters
+    label_arg = next((name for name in _LABEL_ARGS if name in params), None)
+    if getattr(model, "num_classes", None) and label_arg:
+        digits = B.arange(n) % model.num_classes
+        return model.sample(n, rng=seed, **{label_arg: digits}), digits
+    return model.sample(n, rng=seed), None
+
+
+def _args_score(p):
+    _args_checkpoint(p)
+    p.add_argument("--n", type=_at_least(2), default=2000, help="samples (and test images) to compare")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+
+
+@subcommand("score", "sample quality of a generative checkpoint (Frechet distance, sharpness, ...)", _args_score)
+def cmd_score(args):
+    from . import metrics
+
+    B.use(args.backend)
+    ckpt = _checkpoint(args.checkpoint)
+    if not hasattr(ckpt.model, "sample"):
+        raise UsageError(f"tinyvae score: error: {args.checkpoint} holds {_a(type(ckpt.model).__name__)}, which "
+                         "has no prior to sample from: score a generative model (vae, cvae, vaegan)")
+    if getattr(ckpt.model, "input_dim", 784) != 784:
+        raise UsageError("tinyvae score: error: the classifier scores 28x28 digits (784 pixels); "
+                         f"{args.checkpoint} holds a model of {ckpt.model.input_dim} inputs")
+    data = _load_data(args.dataset or ckpt.meta.get("dataset", "mnist-small"), progress=False)
+    samples, digits = _draw_samples(ckpt.model, args.n, args.seed)
+    real = B.asarray(data.x_test[:args.n])
+    result = metrics.score(samples, real, digits=digits)
+    print(f"{args.n} samples of {args.checkpoint} against {real.shape[0]} test images")
+    print(f"Frechet distance      {result['frechet_distance']:.3f}   (FID recipe with an MNIST classifier, "
+          "not comparable to published FIDs)")
+    print(f"sharpness             {result['sharpness']:.4f}   (real test images: {result['sharpness_real']:.4f}; "
+          "mean Laplacian energy)")
+    if "conditional_accuracy" in result:
+        print(f"conditional accuracy  {result['conditional_accuracy']:.4f}   (the classifier finds the requested digit)")
+    print("digit shares          " + " ".join(f"{d}:{s:.3f}" for d, s in enumerate(result["digit_shares"])))
+    if args.json:
+        _write_json(args.json, result)
+    return 0
 
 
 def _positive_float(text):

@@ -295,6 +295,9 @@ def check_components(seed=0):
                                                     (normal(3, 5) * 3.0, target), [(0, "logits")])),
         ("gaussian_kl", lambda: _function_check("gaussian_kl", losses.gaussian_kl, (normal(3, 4), normal(3, 4)),
                                                 [(0, "mu"), (1, "logvar")])),
+        ("softmax_cross_entropy", lambda: _function_check(
+            "softmax_cross_entropy", losses.softmax_cross_entropy, (normal(4, 5) * 3.0, B.arange(4) % 3),
+            [(0, "logits")])),
         ("Reparameterize", reparameterize),
         # Whole objectives, end to end: the pieces above must also be wired together correctly.
         ("Autoencoder", lambda: check_model(Autoencoder(8, (6,), 3, dtype="float64", rng=rng), x,

@@ -116,6 +116,11 @@ MANIFEST = (
           "KL(N(mu, exp(logvar)) || N(0, I)), batch mean, and its gradients", "kl",
           also_blanks=(("losses.py", "gaussian_kl_per_example"),),
           twins=(Twin("losses.py", "gaussian_kl_fast", "gaussian_kl"),)),
+    Entry("softmax_cross_entropy", "losses.py", "softmax_cross_entropy", 10,
+          "logp = (l - max_c l) - log sum_c exp(l - max_c l) by rows (_log_softmax); value = -1/N sum_n "
+          "logp[n, y_n]; dl = (softmax(l) - onehot(y)) / N, finite even at l = +-1e4",
+          "the batch-mean cross-entropy of softmax(l) against integer labels y and its gradient, finite at l = +-1e4",
+          "softmax_ce", also_blanks=(("losses.py", "_log_softmax"), ("losses.py", "softmax_cross_entropy_per_example"))),
     Entry("Reparameterize.backward", "reparam.py", "Reparameterize.backward", 10,
           "reparameterize_backward: z = mu + exp(logvar / 2) * eps, so dmu = dz and "
           "dlogvar = dz * eps * exp(logvar / 2) / 2 (std = exp(logvar / 2) is kept by forward)",
@@ -251,6 +256,14 @@ def kl_cases(rng):
     return cases
 
 
+def softmax_ce_cases(rng):
+    cases = [({}, {"logits": rng.normal(size=(n, c)) * 3.0, "labels": rng.integers(0, c, size=n)})
+             for n, c in ((4, 10), (1, 3), (5, 2))]
+    big = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 5.0]])
+    cases.append(({"kind": "logits +-1e4"}, {"logits": big, "labels": np.array([1, 1])}))
+    return cases
+
+
 def reparam_cases(rng):
     return [({}, {k: rng.normal(size=(n, 4)) for k in ("mu", "logvar", "eps", "dz")}) for n in (3, 1)]
 
@@ -323,6 +336,7 @@ CASES = {
     "Identity.backward": activation_cases("Identity"),
     "bce_with_logits": bce_cases,
     "gaussian_kl": kl_cases,
+    "softmax_cross_entropy": softmax_ce_cases,
     "Reparameterize.backward": reparam_cases,
     "VAE.backward": vae_cases,
     "Adam.step": adam_cases,

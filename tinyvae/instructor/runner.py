@@ -141,6 +141,12 @@ def kl(tv, p, a):
             "per-example values": tv.losses.gaussian_kl_per_example(a["mu"], a["logvar"])}
 
 
+def softmax_ce(tv, p, a):
+    value, grad = tv.losses.softmax_cross_entropy(a["logits"], a["labels"])
+    per_example = tv.losses.softmax_cross_entropy_per_example(a["logits"], a["labels"])
+    return {"value": value, "dlogits": grad, "per-example values": per_example}
+
+
 def reparam(tv, p, a):
     layer = tv.Reparameterize()
     layer.forward(a["mu"], a["logvar"], eps=a["eps"])
@@ -194,7 +200,8 @@ def conv2d(tv, p, a):
     return {"dx": dx, "W.grad": layer.W.grad, "b.grad": layer.b.grad}
 
 
-SCENARIOS = {"dense": dense, "activation": activation, "bce": bce, "kl": kl, "reparam": reparam, "vae": vae,
+SCENARIOS = {"dense": dense, "activation": activation, "bce": bce, "kl": kl, "reparam": reparam,
+             "softmax_ce": softmax_ce, "vae": vae,
              "adam": adam, "col2im": col2im, "conv2d": conv2d}
 
 
@@ -288,13 +295,26 @@ def seed_everything(seed):
     np.random.seed(seed % 2**32)
 
 
+def hide_other_copies(student_root):
+    """Take every other tinyvae off the import machinery: an editable install's finder, and any sys.path entry
+    (but a site-packages folder, which NumPy needs) that holds a tinyvae package, such as the solution's checkout."""
+    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+    keep = []
+    for p in sys.path:
+        other = p and os.path.isdir(os.path.join(p, "tinyvae")) and os.path.realpath(p) != os.path.realpath(
+            student_root)
+        if not other or p.rstrip(os.sep).endswith(("site-packages", "dist-packages")):
+            keep.append(p)
+    sys.path[:] = [student_root] + keep
+
+
 def child(rfd, wfd, student_root):
+    hide_other_copies(student_root)
     header, job = receive(rfd)
     student_pkg = os.path.join(os.path.realpath(student_root), "tinyvae") + os.sep
     seed_everything(job["seed"])
     results = []
     try:
-        sys.path.insert(0, student_root)
         import importlib
         tv = importlib.import_module("tinyvae")
         if not os.path.realpath(tv.__file__).startswith(student_pkg):
