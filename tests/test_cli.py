@@ -478,3 +478,10 @@ def test_interpolate_writes_the_figure_train_writes(vae_run, tmp_path, capsys):
     code, _, err = run_cli(["interpolate", vae_run / "model.npz", "--out", tmp_path / "i.png"], capsys)
     assert code == 0, err
     assert _png_size(tmp_path / "i.png") == _png_size(vae_run / "interpolation.png")
+
+
+@pytest.mark.parametrize("argv", [["sample", "m.npz", "--n", "100000"], ["reconstruct", "m.npz", "--n", "5000"],
+                                  ["interpolate", "m.npz", "--steps", "1000"]])
+def test_figures_too_large_to_draw_are_refused_with_the_cap(argv, capsys):
+    code, _, err = run_cli(argv, capsys)
+    assert_usage_error(code, err, argv[2], "at most")

@@ -51,6 +51,19 @@ def _int_list(text):
     return values
 
 
+def _between(minimum, maximum, why):
+    """An argparse type: an int in [minimum, maximum]; ``why`` says what the upper cap protects."""
+    low = _at_least(minimum)
+
+    def parse(text):
+        value = low(text)
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"at most {maximum} ({why}), got {text!r}")
+        return value
+
+    return parse
+
+
 def _at_least(minimum):
     """An argparse type: an int >= minimum (so --epochs 0 fails here, naming the option, not deep in training)."""
     def parse(text):
@@ -345,7 +358,8 @@ def cmd_evaluate(args):
 
 @subcommand("sample", "draw new images from a VAE checkpoint's prior",
             lambda p: (_args_checkpoint(p, "samples.png", dataset=False),
-                       p.add_argument("--n", type=_at_least(1), default=64, help="how many images")))
+                       p.add_argument("--n", type=_between(1, 400, "more would be an unreadable mosaic"), default=64,
+                                      help="how many images")))
 def cmd_sample(args):
     from . import plots
 
@@ -361,7 +375,8 @@ def cmd_sample(args):
 
 @subcommand("reconstruct", "test images over their reconstructions",
             lambda p: (_args_checkpoint(p, "reconstructions.png"),
-                       p.add_argument("--n", type=_at_least(1), default=10, help="how many test images")))
+                       p.add_argument("--n", type=_between(1, 100, "more would be digits too small to see"),
+                                      default=10, help="how many test images")))
 def cmd_reconstruct(args):
     from . import plots
 
@@ -376,7 +391,8 @@ def cmd_reconstruct(args):
 
 def _args_interpolate(p):
     _args_checkpoint(p, "interpolation.png")
-    p.add_argument("--steps", type=_at_least(2), default=10, help="images along the walk, ends included")
+    p.add_argument("--steps", type=_between(2, 50, "more would be digits too small to see"), default=10,
+                   help="images along the walk, ends included")
     p.add_argument("--a", type=_at_least(0), default=0, help="index of the first test image")
     p.add_argument("--b", type=_at_least(0), default=1, help="index of the second test image")
 
