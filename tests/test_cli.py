@@ -22,7 +22,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = ["--epochs", "1", "--hidden", "32", "--latent", "2", "--quiet"]
 COMMON_PNGS = {"curves.png", "reconstructions.png", "latent_space.png", "interpolation.png"}
 EXTRA_PNGS = {"vae": {"samples.png"}, "ae": set(), "dae": {"denoising.png"}}
-TEST_LOSS = "test loss (nats/image)"
+TEST_LOSS = "test loss"
 
 
 def run_cli(argv, capsys):
@@ -45,15 +45,16 @@ def table_value(out, name):
     return rows[0][len(name):].strip()
 
 
-def assert_usage_error(code, err, *fragments):
-    """Exit code 2 and exactly one line on stderr that names the problem, never a traceback."""
+def assert_usage_error(code, err, *fragments, lines=1):
+    """Exit code 2 and ``lines`` lines on stderr (one, unless the reason itself has more) that name the problem,
+    never a traceback."""
     assert code == 2
     assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
-    assert lines[0].startswith("tinyvae")
+    got = err.strip().splitlines()
+    assert len(got) == lines, f"expected {lines} line(s) on stderr, got:\n{err}"
+    assert got[0].startswith("tinyvae")
     for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+        assert fragment in err, f"{fragment!r} not in {err!r}"
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +104,9 @@ def test_train_latent_2_checkpoint_reloads_the_trained_model(vae_run):
     ckpt = tinyvae.load(out / "model.npz")
     assert isinstance(ckpt.model, tinyvae.VAE)
     assert (ckpt.model.input_dim, ckpt.model.hidden, ckpt.model.latent_dim) == (784, [32], 2)
-    assert ckpt.meta == {"dataset": "mnist-small", "epochs": 1, "seed": 0}
+    assert {k: ckpt.meta[k] for k in ("dataset", "epochs", "seed")} == {"dataset": "mnist-small", "epochs": 1,
+                                                                        "seed": 0}
+    assert len(ckpt.meta["history"]["epochs"]) == 1 and ckpt.meta["train"]["batch_size"] == 128  # for --resume
     assert isinstance(ckpt.optimizer, tinyvae.Adam)
     # The reloaded weights give exactly the test loss the run reported (evaluate draws its noise from a fixed seed).
     data = tinyvae.datasets.load("mnist-small")
@@ -324,3 +327,154 @@ def test_plain_tinyvae_train_is_the_readme_promise():
     # "Train a VAE on the bundled MNIST subset (works offline)": the defaults of `tinyvae train` must say so.
     args = build_parser().parse_args(["train"])
     assert (args.model, args.dataset) == ("vae", "mnist-small")
+
+
+# ------------------------------------------------------------------------------------------- issue 9: a new user
+def _png_size(path):
+    with open(path, "rb") as f:
+        head = f.read(24)
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"tinyvae {tinyvae.__version__}"
+
+
+def test_every_option_has_help_and_shows_its_default():
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    for name in ("train", "evaluate", "sample", "reconstruct", "interpolate", "compare-pca", "gradcheck"):
+        for action in subparsers[name]._actions:
+            assert action.help, f"tinyvae {name} {action.option_strings or action.dest} has no help text"
+    text = subparsers["train"].format_help()
+    for shown in ("(default: vae)", "(default: 20)", "(default: 0.001)", "(default: 128)", "(default: 0)"):
+        assert shown in " ".join(text.split()), f"{shown} missing from tinyvae train --help"
+
+
+def test_seed_error_names_the_option(capsys):
+    code, _, err = run_cli(["train", "--seed", "-1"], capsys)
+    assert_usage_error(code, err, "--seed", "'-1'")
+
+
+def test_failed_download_keeps_every_line_and_leaves_no_cache_folder(tmp_path, monkeypatch, capsys):
+    from tinyvae.datasets import download
+
+    monkeypatch.setenv("TINYVAE_DATA", str(tmp_path / "data"))
+    monkeypatch.setitem(download.MIRRORS, "mnist", ["http://127.0.0.1:9/a", "http://127.0.0.1:9/b"])
+    code, _, err = run_cli(["train", "--dataset", "mnist", *TINY, "--out", tmp_path / "r"], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and "Traceback" not in err and lines[0].startswith("tinyvae: error:")
+    assert "every mirror failed" in lines[0]
+    assert sum("http://127.0.0.1:9/" in line for line in lines[1:]) == 2, err  # each mirror and its reason
+    assert "by hand" in err
+    assert not (tmp_path / "data").exists() and not (tmp_path / "r").exists()
+
+
+def test_huge_lr_stops_with_a_message_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "r"
+    code, _, err = run_cli(["train", "--lr", "1e6", *TINY, "--out", out], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert "loss became" in err and "--clip" in err
+    assert "RuntimeWarning" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv", [["train", "--help"], ["gradcheck"]])
+def test_broken_pipe_ends_quietly(argv, tmp_path):
+    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)}
+    env.pop("TINYVAE_DEBUG", None)
+    proc = subprocess.Popen([sys.executable, "-m", "tinyvae", *argv], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before anything is written, as with `tinyvae ... | head -0`
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) in (0, 141)  # argparse's help swallows the error itself; ours exits 141
+    assert err == "", err
+
+
+@pytest.mark.parametrize("env, expected, warning", [
+    ({"TINYVAE_BACKEND": "foo"}, "numpy float32", "TINYVAE_BACKEND=foo ignored"),
+    ({"TINYVAE_DTYPE": "float16"}, "numpy float32", "TINYVAE_DTYPE=float16 ignored"),
+    ({"TINYVAE_DTYPE": "float64"}, "numpy float64", None),
+])
+def test_environment_variables_never_break_the_import(env, expected, warning, tmp_path):
+    code = ("import tinyvae; from tinyvae.cli import build_parser; "
+            "a = build_parser().parse_args(['train']); print(tinyvae.backend_name(), a.dtype)")
+    proc = _subprocess_env([sys.executable, "-c", code], tmp_path, env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == expected
+    assert (warning in proc.stderr) if warning else "Warning" not in proc.stderr
+
+
+def test_cupy_environment_without_a_gpu_warns_and_backend_overrides(tmp_path):
+    try:
+        import cupy  # noqa: F401
+        pytest.skip("CuPy is importable: this tests a machine without it")
+    except ImportError:
+        pass
+    proc = _subprocess_env([sys.executable, "-m", "tinyvae", "gradcheck", "--backend", "numpy"], tmp_path,
+                           {"TINYVAE_BACKEND": "cupy"})
+    assert proc.returncode == 0, proc.stderr
+    assert "TINYVAE_BACKEND=cupy ignored" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _subprocess_env(args, cwd, extra):
+    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT), **extra}
+    for name in ("TINYVAE_DEBUG", "TINYVAE_BACKEND", "TINYVAE_DTYPE"):
+        if name not in extra:
+            env.pop(name, None)
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_evaluate_prints_the_test_figures_with_their_units(vae_run, capsys):
+    code, out, err = run_cli(["evaluate", vae_run / "model.npz", "--k", "5", "--n", "50"], capsys)
+    assert code == 0, err
+    saved = json.loads((vae_run / "metrics.json").read_text())["test"]
+    assert float(table_value(out, TEST_LOSS)) == pytest.approx(saved[TEST_LOSS], abs=0.006)
+    assert float(table_value(out, "test IWAE NLL bound (k=5, 50 images)")) > 0
+    assert int(table_value(out, "active units")) == saved["active units"]
+    assert "units: nats per image" in out and "Bernoulli" in out
+
+
+def test_gaussian_units_put_loss_and_iwae_bound_on_the_same_footing(tmp_path, capsys):
+    import math
+
+    code, out, err = run_cli(["train", "--likelihood", "gaussian", *TINY, "--no-figures", "--out", tmp_path / "g"],
+                             capsys)
+    assert code == 0, err
+    loss, recon = float(table_value(out, TEST_LOSS)), float(table_value(out, "test recon"))
+    squared, kl = float(table_value(out, "test squared error")), float(table_value(out, "test KL"))
+    assert recon == pytest.approx(squared + 392 * math.log(math.pi), abs=0.02)
+    assert loss == pytest.approx(recon + kl, abs=0.02)
+    iwae = float(table_value(out, "test IWAE NLL bound (k=100, 1000 images)"))
+    assert iwae <= loss + 1.0  # the tighter bound is below the -ELBO, not 12 times above it
+    assert "D/2 log(pi)" in out
+    assert not list((tmp_path / "g").glob("*.png"))  # --no-figures
+
+
+def test_resume_continues_exactly(tmp_path, capsys):
+    both = ["train", "--model", "ae", "--epochs", "2", "--hidden", "16", "--latent", "2", "--quiet", "--no-figures"]
+    assert run_cli([*both, "--out", tmp_path / "straight"], capsys)[0] == 0
+    once = [*both[:4], "1", *both[5:]]
+    assert run_cli([*once, "--out", tmp_path / "split"], capsys)[0] == 0
+    code, out, err = run_cli(["train", "--resume", tmp_path / "split", "--epochs", "1", "--quiet", "--no-figures"],
+                             capsys)
+    assert code == 0, err
+    assert "after 1" in out
+    a = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "split" / "metrics.json").read_text())
+    assert b["history"]["epochs"] == [1, 2]
+    assert b["test"][TEST_LOSS] == pytest.approx(a["test"][TEST_LOSS], rel=1e-6)
+
+
+def test_resume_from_a_folder_without_a_run(tmp_path, capsys):
+    code, _, err = run_cli(["train", "--resume", tmp_path, "--quiet"], capsys)
+    assert_usage_error(code, err, "--resume", "model.npz")
+
+
+def test_interpolate_writes_the_figure_train_writes(vae_run, tmp_path, capsys):
+    code, _, err = run_cli(["interpolate", vae_run / "model.npz", "--out", tmp_path / "i.png"], capsys)
+    assert code == 0, err
+    assert _png_size(tmp_path / "i.png") == _png_size(vae_run / "interpolation.png")

@@ -165,6 +165,24 @@ def test_col2im_fast_equals_col2im_and_is_the_adjoint_of_im2col(shape):
     assert lhs == pytest.approx(rhs, rel=1e-12)
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+def test_channels_last_im2col_and_unfolded_col2im_are_the_same_numbers(shape):
+    """The layers' layout: rows ordered (kh, kw, C), and col2im given the (M, C, kh, kw) view of such rows."""
+    n, c, h, w, _, k, s, p = shape
+    kh, kw = kernel(k)
+    x = images((n, c, h, w), seed=14)
+    plain = B.to_numpy(conv.im2col(x, kh, kw, s, p))
+    last = B.to_numpy(conv.im2col_fast(x, kh, kw, s, p, channels_last=True))
+    np.testing.assert_array_equal(last, plain.reshape(-1, c, kh, kw).transpose(0, 2, 3, 1).reshape(plain.shape))
+    cols = images((plain.shape[0], kh * kw * c), seed=15)
+    unfolded = conv._unfolded(cols, c, kh, kw)                  # (M, C, kh, kw), a view of the (kh, kw, C) rows
+    as_matrix = tv.asarray(B.to_numpy(unfolded).reshape(plain.shape))
+    expected = B.to_numpy(conv.col2im(as_matrix, (n, c, h, w), kh, kw, s, p))
+    for fn in (conv.col2im, conv.col2im_fast):
+        np.testing.assert_allclose(B.to_numpy(fn(unfolded, (n, c, h, w), kh, kw, s, p)), expected,
+                                   rtol=1e-13, atol=1e-13)
+
+
 def test_im2col_of_a_4x4_image_lists_its_windows():
     x = tv.asarray(np.arange(16.0).reshape(1, 1, 4, 4))
     cols = B.to_numpy(conv.im2col(x, 2, 2, stride=2))

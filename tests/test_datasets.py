@@ -306,3 +306,24 @@ def test_load_downloads_missing_files(server, monkeypatch, tmp_path):
     assert sorted(p.name for p in root.iterdir()) == sorted(NAMES)
     for name in NAMES:
         assert (root / name).read_bytes() == srv.files[name]
+
+
+def test_binarized_variant_thresholds_the_pixels():
+    from tinyvae import datasets
+
+    grey, binary = datasets.load("mnist-small"), datasets.load("mnist-small-binarized")
+    assert binary.name == "mnist-small-binarized"
+    assert set(np.unique(binary.x_train)) <= {0.0, 1.0} and binary.x_train.dtype == np.float32
+    assert np.array_equal(binary.x_test, (grey.x_test > 0.5).astype(np.float32))
+    assert np.array_equal(binary.y_train, grey.y_train)
+
+
+def test_failed_download_removes_the_folders_it_made(tmp_path, monkeypatch):
+    from tinyvae import datasets
+    from tinyvae.datasets import download
+
+    monkeypatch.setitem(download.MIRRORS, "mnist", ["http://127.0.0.1:9/"])
+    root = tmp_path / "a" / "b"
+    with pytest.raises(RuntimeError, match="every mirror failed"):
+        datasets.load("mnist", root=root, progress=False)
+    assert not (tmp_path / "a").exists() and tmp_path.exists()

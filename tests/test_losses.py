@@ -211,3 +211,47 @@ def test_mismatched_shapes_name_both(name, names):
         getattr(losses, name)(B.zeros((2, 3)), B.zeros((3, 2)))
     with pytest.raises(ValueError, match=r"got \(6,\) and \(6,\)"):
         getattr(losses, name)(B.zeros((6,)), B.zeros((6,)))
+
+
+# ---------------------------------------------------------------- softmax cross-entropy (issue 11)
+
+@pytest.mark.parametrize("shape", [(3, 5), (1, 2), (4, 10)])
+def test_softmax_cross_entropy_gradient(shape):
+    g = B.Generator(shape)
+    logits = g.standard_normal(shape, "float64") * 3.0
+    labels = tv.asarray(np.arange(shape[0]) % shape[1])
+    _, dl = losses.softmax_cross_entropy(logits, labels)
+    report = check_gradients(lambda: losses.softmax_cross_entropy(logits, labels)[0], {"dlogits": logits},
+                             {"dlogits": dl})
+    assert_passes(report, ["dlogits"])
+
+
+def test_softmax_cross_entropy_matches_torch_and_the_per_example_form():
+    torch = pytest.importorskip("torch")
+    logits = np.random.default_rng(0).standard_normal((6, 4))
+    labels = np.array([0, 3, 1, 1, 2, 0])
+    value, dl = losses.softmax_cross_entropy(tv.asarray(logits), tv.asarray(labels))
+    t = torch.tensor(logits, requires_grad=True)
+    ref = torch.nn.functional.cross_entropy(t, torch.tensor(labels))
+    ref.backward()
+    assert value == pytest.approx(ref.item(), rel=1e-12)
+    np.testing.assert_allclose(B.to_numpy(dl), t.grad.numpy(), rtol=1e-10, atol=1e-14)
+    per = B.to_numpy(losses.softmax_cross_entropy_per_example(tv.asarray(logits), tv.asarray(labels)))
+    assert per.shape == (6,) and per.mean() == pytest.approx(value, rel=1e-12)
+
+
+def test_softmax_cross_entropy_is_exact_at_huge_logits():
+    value, dl = losses.softmax_cross_entropy(host_array([1e4, -1e4, 0.0, 1e4], (2, 2)), tv.asarray(np.array([1, 0])))
+    assert value == pytest.approx((2e4 + 1e4) / 2)
+    np.testing.assert_allclose(B.to_numpy(dl), [[0.5, -0.5], [-0.5, 0.5]], atol=1e-12)
+
+
+@pytest.mark.parametrize("labels, match", [
+    (np.array([0, 1]), r"shape \(3,\)"),
+    (np.array([0.0, 1.0, 2.0]), "integers"),
+    (np.array([0, 1, 5]), r"\[0, 4\)"),
+    (np.array([-1, 1, 2]), r"\[0, 4\)"),
+])
+def test_check_labels_errors(labels, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        losses.softmax_cross_entropy(host_array(np.zeros(12), (3, 4)), tv.asarray(labels))

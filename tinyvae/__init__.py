@@ -21,6 +21,7 @@ from .backend import (
 )
 from .checkpoint import Checkpoint, load, save
 from .conv import Conv2d, ConvTranspose2d, Flatten, Unflatten
+from .conv_models import ConvAutoencoder, ConvVAE
 from .layers import Dense
 from .models import VAE, Autoencoder, DenoisingAutoencoder, LossParts
 from .module import Module, Parameter, Sequential
@@ -40,7 +41,7 @@ __all__ = [
     "ACTIVATIONS", "get_activation", "Reparameterize",
     "Conv2d", "ConvTranspose2d", "Flatten", "Unflatten",
     # models, training, evaluation
-    "Autoencoder", "DenoisingAutoencoder", "VAE", "LossParts", "SGD", "Adam", "clip_grad_norm", "fit", "History",
+    "Autoencoder", "DenoisingAutoencoder", "VAE", "ConvVAE", "ConvAutoencoder", "LossParts", "SGD", "Adam", "clip_grad_norm", "fit", "History",
     "evaluate", "iwae_bound", "active_units", "latent_variances", "PCA", "save", "load", "Checkpoint",
     # submodules
     "backend", "checkpoint", "conv", "datasets", "experiments", "gradcheck", "losses", "models", "optim", "train",

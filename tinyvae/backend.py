@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 import numpy as np
 
@@ -199,6 +200,11 @@ def full(shape, value, dtype=None):
     return _state.xp.full(shape, value, **_place({"dtype": resolve_dtype(dtype)}))
 
 
+def arange(n):
+    """0, 1, ..., n - 1 as integers on the active device (class indices, one-hot columns)."""
+    return _state.xp.arange(int(n), **_place({}))
+
+
 def linspace(start, stop, num, dtype=None):
     return _state.xp.linspace(start, stop, num, **_place({"dtype": resolve_dtype(dtype)}))
 
@@ -335,5 +341,21 @@ def as_generator(rng=None) -> Generator:
     raise TypeError(f"rng must be a tinyvae.Generator, an int seed or None, not {type(rng).__name__}")
 
 
-use(os.environ.get("TINYVAE_BACKEND", "numpy").strip().lower() or "numpy")
-set_default_dtype(os.environ.get("TINYVAE_DTYPE", "float32").strip().lower() or "float32")
+def _from_environment():
+    """Apply TINYVAE_BACKEND and TINYVAE_DTYPE. A bad value (an unknown name, CuPy without a GPU) warns and keeps
+    the default, so ``import tinyvae`` never fails because of them and ``tinyvae.use`` / ``--backend`` still work."""
+    name = os.environ.get("TINYVAE_BACKEND", "").strip().lower()
+    if name:
+        try:
+            use(name)
+        except (ValueError, BackendUnavailable) as err:
+            warnings.warn(f"TINYVAE_BACKEND={name} ignored, using numpy: {err}", RuntimeWarning, stacklevel=3)
+    dtype = os.environ.get("TINYVAE_DTYPE", "").strip().lower()
+    if dtype:
+        try:
+            set_default_dtype(dtype)
+        except ValueError as err:
+            warnings.warn(f"TINYVAE_DTYPE={dtype} ignored, using float32: {err}", RuntimeWarning, stacklevel=3)
+
+
+_from_environment()

@@ -1,20 +1,35 @@
-"""The ``tinyvae`` command: train, sample, reconstruct, interpolate, compare-pca, gradcheck.
+"""The ``tinyvae`` command: train, sample, reconstruct, interpolate, compare-pca, gradcheck, score.
 Where tinyvae/instructor/ exists (never in a student copy) it also has `assignment make|grade`.
 
-A mistake (a bad option, an unknown name, a missing file, an unavailable backend) is reported in one line on
-stderr with exit code 2; set TINYVAE_DEBUG=1 to see the full traceback instead.
+Also `evaluate CHECKPOINT` (test loss, IWAE bound, active units) and `train --resume RUN_DIR`.
+
+A mistake (a bad option, an unknown name, a missing file, an unavailable backend) is reported on stderr with exit
+code 2: one line that names it, followed by any further lines of its reason (a failed download lists each mirror
+and what to do by hand); set TINYVAE_DEBUG=1 to see the full traceback instead. Output cut short by a closed pipe
+(`tinyvae ... | head -1`) ends quietly.
+
+Layout, so that new models and subcommands plug in with a row:
+- ``SUBCOMMANDS``: name -> (help, add_arguments(parser), run(args)), filled by the ``subcommand`` decorator.
+- ``MODEL_OPTIONS``: the model options of ``train``, registered in one place; each becomes a constructor keyword
+  of the models whose constructor takes it (``MODEL_KWARGS`` adds what a kind computes from the data).
+- ``TRAINERS``: kind -> training function, for models with their own training loop (default: ``train.fit``).
 """
 import argparse
+import inspect
 import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from . import backend as B
 from .files import atomic_write
 
-DATASET_HELP = "mnist-small (bundled), mnist, fashion-mnist, or a folder of IDX files"
+DATASET_HELP = ("mnist-small (bundled), mnist, fashion-mnist (downloaded once), a -binarized variant of any of "
+                "them, or a folder of IDX files")
+SUBCOMMANDS = {}
+TRAINERS = {}
 
 
 class UsageError(Exception):
@@ -80,63 +95,216 @@ def _table(rows, headers):
     return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
 
 
-def cmd_train(args):
-    from . import checkpoint, plots
+
+# ----------------------------------------------------------------------------------------------- model options
+# (flags, argparse keywords, constructor keyword): one row per option; a model gets those its constructor takes.
+MODEL_OPTIONS = [
+    (("--latent",), dict(type=_at_least(1), default=20, help="latent dimensions (2 adds the manifold figure)"),
+     "latent_dim"),
+    (("--hidden",), dict(type=_int_list, default=[400], help="hidden layer sizes, e.g. 400 or 512,256"), "hidden"),
+    (("--channels",), dict(type=_int_list, default=[32, 64],
+                           help="channels of the stride-2 convolutions (convvae, convae), e.g. 32,64"), "channels"),
+    (("--beta",), dict(type=float, default=1.0, help="weight of the KL term (VAE)"), "beta"),
+    (("--likelihood",), dict(choices=("bernoulli", "gaussian"), default="bernoulli",
+                             help="decoder likelihood: Bernoulli (BCE, nats) or Gaussian N(x; mean, I/2)"),
+     "likelihood"),
+    (("--activation",), dict(default="relu", help="hidden activation: relu, leaky_relu, tanh, sigmoid, softplus"),
+     "activation"),
+    (("--noise",), dict(choices=("gaussian", "masking"), default="gaussian", help="corruption (dae)"), "noise"),
+    (("--noise-level",), dict(type=float, default=0.5, help="noise std or masking probability (dae)"),
+     "noise_level"),
+    (("--iwae-k",), dict(type=_at_least(1), default=1,
+                         help="importance samples of the training objective (VAE; k > 1 trains on the IWAE bound)"),
+     "k"),
+]
+# kind -> function(args, data) -> extra constructor keywords computed from the data
+MODEL_KWARGS = {
+    "convvae": lambda args, data: {"image_shape": (1, *data.image_shape)},
+    "convae": lambda args, data: {"image_shape": (1, *data.image_shape)},
+}
+
+
+def _model_kwargs(args, data):
+    """The constructor arguments of ``--model``: every registered option its constructor takes, plus its extras."""
+    from .models import MODELS
+
+    cls = MODELS[args.model]
+    accepted = inspect.signature(cls).parameters
+    kwargs = {"input_dim": data.x_train.shape[1], "dtype": args.dtype, "rng": args.seed}
+    for _, _, name in MODEL_OPTIONS:
+        kwargs[name] = getattr(args, name)
+    kwargs.update(MODEL_KWARGS.get(args.model, lambda a, d: {})(args, data))
+    if args.k != 1 and "k" not in accepted:
+        raise UsageError(f"tinyvae train: error: --iwae-k {args.k}: --model {args.model} has no importance-weighted "
+                         "objective")
+    return {k: v for k, v in kwargs.items() if k in accepted}
+
+
+def units_lines(model):
+    """What the printed figures measure, for the model's likelihood (printed under every table of test figures)."""
+    from .models import recon_constant
+
+    if model.likelihood == "bernoulli":
+        return ["units: nats per image, -log p(x|z) of a Bernoulli likelihood on the pixels. On grey-level pixels "
+                "(the default data) these",
+                "figures are not comparable with binarized-MNIST results in the literature: use --dataset "
+                "mnist-binarized for that."]
+    return [f"units: nats per image, -log N(x; mean, I/2): the squared error plus D/2 log(pi) = "
+            f"{recon_constant(model):.2f} nats (D = {model.input_dim}),",
+            "so loss, recon and the IWAE bound are on the same footing; 'squared error' is the error alone."]
+
+
+def _test_figures(model, x, k=100, n_iwae=1000):
+    """{name: value} of the test figures: loss, recon (+ squared error), KL, IWAE bound, active units."""
+    from .models import VAE, recon_constant
+    from .train import active_units, evaluate, iwae_bound
+
+    test = evaluate(model, x)
+    const = recon_constant(model)
+    figures = {"test loss": test["loss"] + const, "test recon": test["recon"] + const}
+    if model.likelihood == "gaussian":
+        figures["test squared error"] = test["recon"]
+    if isinstance(model, VAE):
+        figures["test KL"] = test["kl"]
+        n = min(n_iwae, x.shape[0])
+        figures[f"test IWAE NLL bound (k={k}, {n} images)"] = iwae_bound(model, x[:n], k=k)
+        figures["active units"] = active_units(model, x)
+    return figures
+
+
+def _print_figures(figures, model):
+    rows = [(name, f"{value:.2f}" if isinstance(value, float) else value) for name, value in figures.items()]
+    print(_table(rows, ("test figure", "value")))
+    for line in units_lines(model):
+        print(line)
+
+
+def _fit(model, data, args, optimizer, history):
+    """The default trainer: ``train.fit`` for the epochs asked, after those already in ``history``."""
+    from .train import fit
+
+    return fit(model, data.x_train, args.epochs, batch_size=args.batch_size, optimizer=optimizer,
+               x_val=data.x_test, seed=args.seed, progress=not args.quiet, kl_warmup=args.kl_warmup,
+               clip=args.clip, history=history, y_train=data.y_train, y_val=data.y_test)
+
+
+def _new_or_resumed(args):
+    """(model, optimizer, history, data) for a new run, or for ``--resume RUN_DIR`` from its model.npz."""
+    from . import checkpoint
     from .models import MODELS
     from .optim import Adam
-    from .train import active_units, evaluate, fit, iwae_bound
+    from .train import History
 
-    B.use(args.backend)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"tinyvae train: error: --out {out} exists and is not a folder")
+    if args.resume is None:
+        data = _load_data(args.dataset, progress=not args.quiet)
+        model = MODELS[args.model](**_model_kwargs(args, data))
+        return model, Adam(model.parameters(), lr=args.lr), None, data
+    path = Path(args.resume) / "model.npz"
+    if not path.is_file():
+        raise UsageError(f"tinyvae train: error: --resume {args.resume}: no {path} (give the --out folder of an "
+                         "earlier tinyvae train)")
+    ckpt = checkpoint.load(path)
+    saved = ckpt.meta.get("train", {})
+    if ckpt.optimizer is None or "history" not in ckpt.meta:
+        raise UsageError(f"tinyvae train: error: --resume: {path} holds no optimizer state or history")
+    for name in ("dataset", "batch_size", "kl_warmup", "clip", "seed"):  # as the first run had them: exact resume
+        if name in saved:
+            setattr(args, name, saved[name])
+    args.model = ckpt.model.kind
     data = _load_data(args.dataset, progress=not args.quiet)
-    kwargs = dict(input_dim=data.x_train.shape[1], hidden=args.hidden, latent_dim=args.latent,
-                  likelihood=args.likelihood, activation=args.activation, dtype=args.dtype, rng=args.seed)
-    if args.model == "vae":
-        kwargs["beta"] = args.beta
-    if args.model == "dae":
-        kwargs.update(noise=args.noise, noise_level=args.noise_level)
-    model = MODELS[args.model](**kwargs)
-    optimizer = Adam(model.parameters(), lr=args.lr)
-    out.mkdir(parents=True, exist_ok=True)  # only now: a bad option above leaves no empty folder behind
-    print(f"training {type(model).__name__} {data.x_train.shape[1]}-{'-'.join(map(str, args.hidden))}-"
-          f"{args.latent} on {data.name} ({data.x_train.shape[0]} images) for {_plural(args.epochs, 'epoch')}, "
-          f"backend {B.backend_name()}, {model.dtype}")
-    start = time.perf_counter()
-    history = fit(model, data.x_train, args.epochs, batch_size=args.batch_size, optimizer=optimizer,
-                  x_val=data.x_test, seed=args.seed, progress=not args.quiet, kl_warmup=args.kl_warmup)
-    seconds = time.perf_counter() - start
+    return ckpt.model, ckpt.optimizer, History.from_dict(ckpt.meta["history"]), data
 
-    test = evaluate(model, data.x_test)
-    figures = {"test loss (nats/image)": test["loss"], "test recon": test["recon"]}
-    if args.model == "vae":
-        figures["test KL"] = test["kl"]
-        n_iwae = min(1000, data.x_test.shape[0])
-        figures[f"test IWAE NLL bound (k=100, {n_iwae} images)"] = iwae_bound(model, data.x_test[:n_iwae], k=100)
-        figures["active units"] = active_units(model, data.x_test)
-    figures["training seconds"] = seconds
 
-    checkpoint.save(model, out / "model.npz", optimizer, dataset=data.name, epochs=args.epochs, seed=args.seed)
-    _write_json(out / "metrics.json", {"command": "tinyvae " + " ".join(args.argv), "dataset": data.name,
-                                       "config": model.config(), "history": history.to_dict(), "test": figures})
+def _figures(model, data, history, out, args):
+    """Write the run's figures into ``out``; returns how many."""
+    from . import plots
+    from .models import VAE
+
     x_test, labels = data.x_test, data.y_test
     written = [plots.training_curves(history, path=out / "curves.png"),
                plots.reconstructions(model, x_test, path=out / "reconstructions.png"),
                plots.latent_space(model, x_test[:2000], labels[:2000], path=out / "latent_space.png"),
-               plots.interpolation(model, x_test[0], x_test[1], path=out / "interpolation.png")]
-    if args.model == "vae":
+               plots.blend_comparison(model, x_test[0], x_test[1], path=out / "interpolation.png")]
+    if isinstance(model, VAE):
         written.append(plots.samples(model, 64, rng=args.seed, path=out / "samples.png"))
-        if args.latent == 2:
+        if model.latent_dim == 2:
             written.append(plots.latent_manifold(model, path=out / "manifold.png"))
-    if args.model == "dae":
+    if model.kind == "dae":
         written.append(plots.denoising(model, x_test, rng=args.seed, path=out / "denoising.png"))
     for fig in written:
         fig.clear()
+    return len(written)
 
-    rows = [(name, f"{value:.2f}" if isinstance(value, float) else value) for name, value in figures.items()]
-    print(_table(rows, ("test figure", "value")))
-    print(f"wrote {out / 'model.npz'}, {out / 'metrics.json'} and {len(written)} figures in {out}")
+
+def _args_train(p):
+    from .models import MODELS
+
+    p.add_argument("--model", choices=tuple(MODELS), default="vae", help="which model to train")
+    p.add_argument("--dataset", default="mnist-small", help=DATASET_HELP)
+    p.add_argument("--epochs", type=_at_least(1), default=20, help="epochs to train (more epochs with --resume)")
+    for flags, kwargs, dest in MODEL_OPTIONS:
+        p.add_argument(*flags, dest=dest, **kwargs)
+    p.add_argument("--kl-warmup", type=_at_least(0), default=0, help="epochs over which beta rises from 0 (VAE)")
+    p.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--clip", type=_positive_float, default=None,
+                   help="largest joint L2 norm of the gradients (default: no clipping)")
+    p.add_argument("--batch-size", type=_at_least(1), default=128, help="examples per step")
+    p.add_argument("--dtype", choices=B.DTYPES, default=B.dtype_name(None),
+                   help="floating dtype (default: $TINYVAE_DTYPE, else float32)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/latest, or RUN_DIR with --resume)")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue the run in RUN_DIR for --epochs more epochs (its model, optimizer, data set and "
+                        "training options; the model options here are ignored)")
+    p.add_argument("--no-figures", action="store_true", help="write the checkpoint and metrics.json only")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _common(p)
+
+
+def subcommand(name, help, arguments):
+    """Register ``run(args)`` as ``tinyvae NAME``; ``arguments(parser)`` adds its options."""
+    def register(run):
+        SUBCOMMANDS[name] = (help, arguments, run)
+        return run
+
+    return register
+
+
+@subcommand("train", "train a model; write the checkpoint, metrics.json and figures", _args_train)
+def cmd_train(args):
+    from . import checkpoint
+
+    B.use(args.backend)
+    out = Path(args.out or args.resume or "runs/latest")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"tinyvae train: error: --out {out} exists and is not a folder")
+    model, optimizer, history, data = _new_or_resumed(args)
+    done = len(history) if history is not None else 0
+    layers = getattr(model, "channels", getattr(model, "hidden", []))  # a conv model's channels, else hidden sizes
+    print(f"{'resuming' if done else 'training'} {type(model).__name__} {model.input_dim}-"
+          f"{'-'.join(map(str, layers))}-{model.latent_dim} on {data.name} ({data.x_train.shape[0]} images) for "
+          f"{_plural(args.epochs, 'epoch')}{f' after {done}' if done else ''}, backend {B.backend_name()}, "
+          f"{model.dtype}")
+    start = time.perf_counter()
+    with warnings.catch_warnings():  # overflow warnings before a NaN: fit's own error below says what happened
+        warnings.simplefilter("ignore", RuntimeWarning)
+        try:
+            history = TRAINERS.get(model.kind, _fit)(model, data, args, optimizer, history)
+        except FloatingPointError as err:
+            raise UsageError(f"tinyvae train: error: {err}\n(nothing was written; with --lr, try a value 10 times "
+                             "smaller, or --clip 10)") from None
+    seconds = time.perf_counter() - start
+    figures = _test_figures(model, data.x_test)
+    figures["training seconds"] = seconds
+    out.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no empty folder behind
+    train_options = {k: getattr(args, k) for k in ("dataset", "batch_size", "kl_warmup", "clip", "seed", "lr")}
+    checkpoint.save(model, out / "model.npz", optimizer, dataset=data.name, epochs=len(history), seed=args.seed,
+                    history=history.to_dict(), train=train_options)
+    _write_json(out / "metrics.json", {"command": "tinyvae " + " ".join(args.argv), "dataset": data.name,
+                                       "config": model.config(), "history": history.to_dict(), "test": figures,
+                                       "units": " ".join(units_lines(model))})
+    n_figures = 0 if args.no_figures else _figures(model, data, history, out, args)
+    _print_figures(figures, model)
+    print(f"wrote {out / 'model.npz'}, {out / 'metrics.json'} and {_plural(n_figures, 'figure')} in {out}")
     return 0
 
 
@@ -146,6 +314,38 @@ def _checkpoint(path):
     return checkpoint.load(path)
 
 
+def _checkpoint_and_data(args):
+    B.use(args.backend)
+    ckpt = _checkpoint(args.checkpoint)
+    name = args.dataset or ckpt.meta.get("dataset", "mnist-small")
+    return ckpt.model, _load_data(name, progress=False)
+
+
+def _args_checkpoint(p, out=None, dataset=True):
+    p.add_argument("checkpoint", help="a model.npz written by tinyvae train")
+    if dataset:
+        p.add_argument("--dataset", default=None, help="test images from this data set (default: the checkpoint's)")
+    if out:
+        p.add_argument("--out", default=out, help="the PNG to write")
+    _common(p)
+
+
+@subcommand("evaluate", "test loss, IWAE bound and active units of a checkpoint",
+            lambda p: (_args_checkpoint(p),
+                       p.add_argument("--k", type=_at_least(1), default=100, help="importance samples (IWAE)"),
+                       p.add_argument("--n", type=_at_least(1), default=1000,
+                                      help="test images for the IWAE bound (it costs k passes each)")))
+def cmd_evaluate(args):
+    model, data = _checkpoint_and_data(args)
+    print(f"evaluating {type(model).__name__} from {args.checkpoint} on {data.name} ({data.x_test.shape[0]} test "
+          f"images), backend {B.backend_name()}")
+    _print_figures(_test_figures(model, data.x_test, k=args.k, n_iwae=args.n), model)
+    return 0
+
+
+@subcommand("sample", "draw new images from a VAE checkpoint's prior",
+            lambda p: (_args_checkpoint(p, "samples.png", dataset=False),
+                       p.add_argument("--n", type=_at_least(1), default=64, help="how many images")))
 def cmd_sample(args):
     from . import plots
 
@@ -159,13 +359,9 @@ def cmd_sample(args):
     return 0
 
 
-def _checkpoint_and_data(args):
-    B.use(args.backend)
-    ckpt = _checkpoint(args.checkpoint)
-    name = args.dataset or ckpt.meta.get("dataset", "mnist-small")
-    return ckpt.model, _load_data(name, progress=False)
-
-
+@subcommand("reconstruct", "test images over their reconstructions",
+            lambda p: (_args_checkpoint(p, "reconstructions.png"),
+                       p.add_argument("--n", type=_at_least(1), default=10, help="how many test images")))
 def cmd_reconstruct(args):
     from . import plots
 
@@ -178,6 +374,15 @@ def cmd_reconstruct(args):
     return 0
 
 
+def _args_interpolate(p):
+    _args_checkpoint(p, "interpolation.png")
+    p.add_argument("--steps", type=_at_least(2), default=10, help="images along the walk, ends included")
+    p.add_argument("--a", type=_at_least(0), default=0, help="index of the first test image")
+    p.add_argument("--b", type=_at_least(0), default=1, help="index of the second test image")
+
+
+@subcommand("interpolate", "walk between two test images' latent codes (the figure train writes too)",
+            _args_interpolate)
 def cmd_interpolate(args):
     from . import plots
 
@@ -192,13 +397,24 @@ def cmd_interpolate(args):
     return 0
 
 
+def _args_compare_pca(p):
+    p.add_argument("--dataset", default="mnist-small", help=DATASET_HELP)
+    p.add_argument("--latents", type=_int_list, default=[2, 10, 20, 32], help="latent sizes to compare")
+    p.add_argument("--epochs", type=_at_least(1), default=10, help="training epochs of each autoencoder")
+    p.add_argument("--hidden", type=_int_list, default=[400], help="hidden layer sizes of the autoencoder")
+    p.add_argument("--out", default="ae_vs_pca.png", help="the PNG to write")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _common(p)
+
+
+@subcommand("compare-pca", "autoencoder vs PCA test error at several latent sizes", _args_compare_pca)
 def cmd_compare_pca(args):
     from . import plots
     from .experiments import ae_vs_pca
 
     B.use(args.backend)
     data = _load_data(args.dataset, progress=False)
-    print(f"test squared error per image on {data.name}: PCA vs an autoencoder "
+    print(f"test squared error per image (sum over pixels, not nats) on {data.name}: PCA vs an autoencoder "
           f"{data.x_train.shape[1]}-{'-'.join(map(str, args.hidden))}-k trained {_plural(args.epochs, 'epoch')}")
     rows = ae_vs_pca(data.x_train, data.x_test, args.latents, epochs=args.epochs, hidden=args.hidden, seed=args.seed,
                      progress=not args.quiet)
@@ -209,6 +425,7 @@ def cmd_compare_pca(args):
     return 0
 
 
+@subcommand("gradcheck", "check every hand-written backward pass against finite differences", lambda p: _common(p))
 def cmd_gradcheck(args):
     from .gradcheck import check_components
 
@@ -219,102 +436,136 @@ def cmd_gradcheck(args):
     return 0 if report.passed else 1
 
 
+# ---- tinyvae score (issue 11): self-contained ----
+_LABEL_ARGS = ("digits", "digit", "labels", "y")
+
+
+def _draw_samples(model, n, seed):
+    """n prior samples; a conditional model is asked for each digit in turn, returned as the requested digits."""
+    import inspect
+
+    params = inspect.signature(model.sample).parameters
+    label_arg = next((name for name in _LABEL_ARGS if name in params), None)
+    if getattr(model, "num_classes", None) and label_arg:
+        digits = B.arange(n) % model.num_classes
+        return model.sample(n, rng=seed, **{label_arg: digits}), digits
+    return model.sample(n, rng=seed), None
+
+
+def _args_score(p):
+    _args_checkpoint(p)
+    p.add_argument("--n", type=_at_least(2), default=2000, help="samples (and test images) to compare")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+
+
+@subcommand("score", "sample quality of a generative checkpoint (Frechet distance, sharpness, ...)", _args_score)
+def cmd_score(args):
+    from . import metrics
+
+    B.use(args.backend)
+    ckpt = _checkpoint(args.checkpoint)
+    if not hasattr(ckpt.model, "sample"):
+        raise UsageError(f"tinyvae score: error: {args.checkpoint} holds {_a(type(ckpt.model).__name__)}, which "
+                         "has no prior to sample from: score a generative model (vae, cvae, vaegan)")
+    if getattr(ckpt.model, "input_dim", 784) != 784:
+        raise UsageError("tinyvae score: error: the classifier scores 28x28 digits (784 pixels); "
+                         f"{args.checkpoint} holds a model of {ckpt.model.input_dim} inputs")
+    data = _load_data(args.dataset or ckpt.meta.get("dataset", "mnist-small"), progress=False)
+    samples, digits = _draw_samples(ckpt.model, args.n, args.seed)
+    real = B.asarray(data.x_test[:args.n])
+    result = metrics.score(samples, real, digits=digits)
+    print(f"{args.n} samples of {args.checkpoint} against {real.shape[0]} test images")
+    print(f"Frechet distance      {result['frechet_distance']:.3f}   (FID recipe with an MNIST classifier, "
+          "not comparable to published FIDs)")
+    print(f"sharpness             {result['sharpness']:.4f}   (real test images: {result['sharpness_real']:.4f}; "
+          "mean Laplacian energy)")
+    if "conditional_accuracy" in result:
+        print(f"conditional accuracy  {result['conditional_accuracy']:.4f}   (the classifier finds the requested digit)")
+    print("digit shares          " + " ".join(f"{d}:{s:.3f}" for d, s in enumerate(result["digit_shares"])))
+    if args.json:
+        _write_json(args.json, result)
+    return 0
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return value
+
+
 def _common(p, seed=True):
     p.add_argument("--backend", default=B.backend_name(), choices=B.BACKENDS,
                    help="array backend (default: $TINYVAE_BACKEND, else numpy)")
     if seed:
-        p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+        p.add_argument("--seed", type=_at_least(0), default=0, help="random seed")
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where the help already says it or there is none."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default is None or action.default is False or action.default == argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
 
 
 def build_parser():
-    from .models import LIKELIHOODS, NOISES
+    from . import __version__
 
-    parser = _Parser(prog="tinyvae", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="tinyvae", description=__doc__.splitlines()[0], formatter_class=_Formatter)
+    parser.add_argument("--version", action="version", version=f"tinyvae {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
-    p = sub.add_parser("train", help="train a model; write the checkpoint, metrics.json and figures")
-    p.add_argument("--model", choices=("vae", "ae", "dae"), default="vae")
-    p.add_argument("--dataset", default="mnist-small", help=DATASET_HELP)
-    p.add_argument("--epochs", type=_at_least(1), default=20)
-    p.add_argument("--latent", type=_at_least(1), default=20, help="latent dimensions (2 adds the manifold figure)")
-    p.add_argument("--hidden", type=_int_list, default=[400], help="hidden sizes, e.g. 400 or 512,256")
-    p.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (VAE)")
-    p.add_argument("--kl-warmup", type=_at_least(0), default=0, help="epochs over which beta rises from 0 (VAE)")
-    p.add_argument("--likelihood", choices=LIKELIHOODS, default="bernoulli")
-    p.add_argument("--activation", default="relu")
-    p.add_argument("--noise", choices=NOISES, default="gaussian", help="corruption (dae)")
-    p.add_argument("--noise-level", type=float, default=0.5, help="noise std or masking probability (dae)")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch-size", type=_at_least(1), default=128)
-    p.add_argument("--dtype", choices=B.DTYPES, default="float32")
-    p.add_argument("--out", default="runs/latest", help="output folder (default: runs/latest)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    _common(p)
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("sample", help="draw new images from a VAE checkpoint's prior")
-    p.add_argument("checkpoint")
-    p.add_argument("--n", type=_at_least(1), default=64)
-    p.add_argument("--out", default="samples.png")
-    _common(p)
-    p.set_defaults(func=cmd_sample)
-
-    p = sub.add_parser("reconstruct", help="test images over their reconstructions")
-    p.add_argument("checkpoint")
-    p.add_argument("--dataset", default=None, help="default: the checkpoint's data set")
-    p.add_argument("--n", type=_at_least(1), default=10)
-    p.add_argument("--out", default="reconstructions.png")
-    _common(p)
-    p.set_defaults(func=cmd_reconstruct)
-
-    p = sub.add_parser("interpolate", help="walk between two test images' latent codes")
-    p.add_argument("checkpoint")
-    p.add_argument("--dataset", default=None, help="default: the checkpoint's data set")
-    p.add_argument("--steps", type=_at_least(2), default=10)
-    p.add_argument("--a", type=int, default=0, help="index of the first test image")
-    p.add_argument("--b", type=int, default=1, help="index of the second test image")
-    p.add_argument("--out", default="interpolation.png")
-    _common(p)
-    p.set_defaults(func=cmd_interpolate)
-
-    p = sub.add_parser("compare-pca", help="autoencoder vs PCA test error at several latent sizes")
-    p.add_argument("--dataset", default="mnist-small", help=DATASET_HELP)
-    p.add_argument("--latents", type=_int_list, default=[2, 10, 20, 32])
-    p.add_argument("--epochs", type=_at_least(1), default=10)
-    p.add_argument("--hidden", type=_int_list, default=[400])
-    p.add_argument("--out", default="ae_vs_pca.png")
-    p.add_argument("--quiet", action="store_true")
-    _common(p)
-    p.set_defaults(func=cmd_compare_pca)
-
-    p = sub.add_parser("gradcheck", help="check every hand-written backward pass against finite differences")
-    _common(p)
-    p.set_defaults(func=cmd_gradcheck)
-
+    for name, (help, arguments, run) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help, description=help, formatter_class=_Formatter)
+        arguments(p)
+        p.set_defaults(func=run)
     if (Path(__file__).resolve().parent / "instructor" / "__init__.py").is_file():  # never in a student copy
-        from .instructor.assignment import add_assignment_commands
+        from .instructor.cli import add_assignment_commands
 
         add_assignment_commands(sub)
     return parser
 
 
-def main(argv=None):
-    parser = build_parser()
+def _message(err):
+    """The whole message of ``err``, its first line starting "tinyvae", every further line of its reason kept."""
+    text = str(err).strip() or type(err).__name__
+    return text if text.startswith("tinyvae") else f"tinyvae: error: {text}"
+
+
+def _quiet_stdout():
+    """After a closed pipe: send what Python still flushes at exit to /dev/null, so no second error is printed."""
     try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (captured output)
+        pass
+
+
+def main(argv=None):
+    """Run the command; returns the exit status (0, 1 for a failed check, 2 for a mistake, 141 for a closed pipe)."""
+    try:
+        parser = build_parser()
         args = parser.parse_args(argv)
         args.argv = sys.argv[1:] if argv is None else [str(a) for a in argv]  # recorded in metrics.json
         if args.command is None:
             parser.print_help()
             return 2
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is then caught below
+        return code
+    except BrokenPipeError:  # the reader (head, less) stopped reading: not an error of ours
+        _quiet_stdout()
+        return 141
     except (UsageError, B.BackendUnavailable, ValueError, TypeError, OSError, KeyError, RuntimeError,
             FloatingPointError) as err:
         if os.environ.get("TINYVAE_DEBUG"):
             raise
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if not message.startswith("tinyvae"):
-            message = f"tinyvae: error: {message}"
-        print(message, file=sys.stderr)
+        print(_message(err), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tinyvae: interrupted", file=sys.stderr)

@@ -18,6 +18,11 @@ The one idea of the file: a convolution is a matrix product once every input win
 twins (same signature, same values, a test keeps them equal) are what the layers use: ``im2col_fast`` takes a
 strided view of all windows at once (``backend.sliding_windows``, no copy) and copies it into the matrix once;
 ``col2im_fast`` loops over the kh*kw kernel offsets instead of the OH*OW windows, each a strided slice-add.
+
+One more thing makes the layers fast, and it changes only where numbers sit in memory: images are kept
+channels-last (an (N, C, H, W) view of an (N, H, W, C) buffer) and the rows of cols are ordered (kh, kw, C), the
+weight matrix's columns permuted to match. Every copy and every slice-add then runs over contiguous floats
+(docs/benchmarks.md: col2im 3.4x faster than with PyTorch's (C, kh, kw) order).
 """
 import math
 
@@ -58,14 +63,27 @@ def im2col(x, kh, kw, stride=1, padding=0):
     return xp.reshape(cols, (n * oh * ow, c * kh * kw))
 
 
-def im2col_fast(x, kh, kw, stride=1, padding=0):
-    """``im2col`` from one strided view of all windows: (N, C, OH, OW, kh, kw) -> (N, OH, OW, C, kh, kw), then
-    one copy into the (N*OH*OW, C*kh*kw) matrix (the reshape of a transposed view copies, once)."""
+def _pad_channels_last(x, padding):
+    """x (N, C, H, W) zero-padded into a buffer laid out (N, H + 2p, W + 2p, C), returned as that buffer's
+    (N, C, H + 2p, W + 2p) view: a pixel's C channels sit side by side in memory, as the matrix rows want them."""
+    n, c, h, w = (int(d) for d in x.shape)
+    buf = B.zeros((n, h + 2 * padding, w + 2 * padding, c), x.dtype)
+    buf[:, padding:padding + h, padding:padding + w, :] = B.permute(x, (0, 2, 3, 1))
+    return B.permute(buf, (0, 3, 1, 2))
+
+
+def im2col_fast(x, kh, kw, stride=1, padding=0, channels_last=False):
+    """``im2col`` from one strided view of all windows, (N, C, OH, OW, kh, kw), copied once into the matrix.
+
+    ``channels_last=True`` orders each row (kh, kw, C) instead of (C, kh, kw): the copy then moves runs of C
+    neighbouring floats, and the layers multiply by the weight permuted to match (see Conv2d.forward).
+    """
     xp = B.get_xp()
     n, c = (int(d) for d in x.shape[:2])
-    windows = B.sliding_windows(_pad(x, padding), kh, kw, stride)
+    windows = B.sliding_windows(_pad_channels_last(x, padding), kh, kw, stride)
     oh, ow = int(windows.shape[2]), int(windows.shape[3])
-    return xp.reshape(B.permute(windows, (0, 2, 3, 1, 4, 5)), (n * oh * ow, c * kh * kw))
+    order = (0, 2, 3, 4, 5, 1) if channels_last else (0, 2, 3, 1, 4, 5)
+    return xp.reshape(B.permute(windows, order), (n * oh * ow, c * kh * kw))
 
 
 def col2im(cols, x_shape, kh, kw, stride=1, padding=0):
@@ -73,12 +91,12 @@ def col2im(cols, x_shape, kh, kw, stride=1, padding=0):
     it came from, then the padding is cut off: -> (N, C, H, W) = x_shape.
 
     It is the backward of im2col (dx = col2im(dcols)): a pixel under several windows collects from each of them.
+    cols may also come as (N*OH*OW, C, kh, kw), the same numbers with the last axis unfolded.
     """
     xp = B.get_xp()
     n, c, h, w = (int(d) for d in x_shape)
     oh, ow = conv_output_size(h, kh, stride, padding), conv_output_size(w, kw, stride, padding)
-    _check_cols(cols, (n * oh * ow, c * kh * kw))
-    patches = xp.reshape(cols, (n, oh, ow, c, kh, kw))
+    patches = xp.reshape(_checked_cols(cols, n * oh * ow, c, kh, kw), (n, oh, ow, c, kh, kw))
     xpad = B.zeros((n, c, h + 2 * padding, w + 2 * padding), cols.dtype)
     for i in range(oh):
         for j in range(ow):
@@ -87,24 +105,49 @@ def col2im(cols, x_shape, kh, kw, stride=1, padding=0):
 
 
 def col2im_fast(cols, x_shape, kh, kw, stride=1, padding=0):
-    """``col2im`` as kh*kw strided slice-adds: kernel offset (a, b) adds its (N, C, OH, OW) plane of cols onto
-    xpad[:, :, a::stride, b::stride] (OH x OW pixels), instead of one add per output window."""
+    """``col2im`` as kh*kw strided slice-adds: kernel offset (a, b) adds its (N, OH, OW, C) plane of cols onto
+    xpad[:, a::stride, b::stride, :] (OH x OW pixels), instead of one add per output window.
+
+    The sum is made in a buffer laid out (N, H, W, C) and returned as its (N, C, H, W) view. When cols is the
+    (N*OH*OW, C, kh, kw) view of a matrix whose rows are ordered (kh, kw, C) (what the layers pass), each plane's
+    C channels are adjacent in memory, as they are in the buffer: every add then runs over contiguous floats.
+    """
     xp = B.get_xp()
     n, c, h, w = (int(d) for d in x_shape)
     oh, ow = conv_output_size(h, kh, stride, padding), conv_output_size(w, kw, stride, padding)
-    _check_cols(cols, (n * oh * ow, c * kh * kw))
-    planes = B.permute(xp.reshape(cols, (n, oh, ow, c, kh, kw)), (4, 5, 0, 3, 1, 2))  # (kh, kw, N, C, OH, OW)
-    xpad = B.zeros((n, c, h + 2 * padding, w + 2 * padding), cols.dtype)
+    patches = xp.reshape(_checked_cols(cols, n * oh * ow, c, kh, kw), (n, oh, ow, c, kh, kw))
+    planes = B.permute(patches, (4, 5, 0, 1, 2, 3))                                 # (kh, kw, N, OH, OW, C)
+    buf = B.zeros((n, h + 2 * padding, w + 2 * padding, c), cols.dtype)
     for a in range(kh):
         for b in range(kw):
-            xpad[:, :, a:a + stride * (oh - 1) + 1:stride, b:b + stride * (ow - 1) + 1:stride] += planes[a, b, ...]
-    return xpad[:, :, padding:padding + h, padding:padding + w]
+            buf[:, a:a + stride * (oh - 1) + 1:stride, b:b + stride * (ow - 1) + 1:stride, :] += planes[a, b, ...]
+    return B.permute(buf[:, padding:padding + h, padding:padding + w, :], (0, 3, 1, 2))
 
 
-def _check_cols(cols, shape):
-    if tuple(cols.shape) != shape:
-        raise ValueError(f"col2im: expected cols of shape {shape} (N*OH*OW, C*kh*kw) for this image shape; "
-                         f"got {tuple(cols.shape)}")
+def _checked_cols(cols, rows, c, kh, kw):
+    if tuple(cols.shape) not in ((rows, c * kh * kw), (rows, c, kh, kw)):
+        raise ValueError(f"col2im: expected cols of shape {(rows, c * kh * kw)} (N*OH*OW, C*kh*kw) for this image "
+                         f"shape; got {tuple(cols.shape)}")
+    return cols
+
+
+def _channels_last(w2d, c, kh, kw):
+    """A weight matrix (R, C*kh*kw) with its columns reordered (kh, kw, C), to multiply channels-last rows."""
+    xp = B.get_xp()
+    return xp.reshape(B.permute(xp.reshape(w2d, (-1, c, kh, kw)), (0, 2, 3, 1)), (-1, kh * kw * c))
+
+
+def _channels_first(m, c, kh, kw):
+    """The inverse of ``_channels_last``: (R, kh*kw*C) -> (R, C, kh, kw), a new contiguous array."""
+    xp = B.get_xp()
+    return xp.reshape(xp.reshape(B.permute(xp.reshape(m, (-1, kh, kw, c)), (0, 3, 1, 2)), (-1, c * kh * kw)),
+                      (-1, c, kh, kw))
+
+
+def _unfolded(cols, c, kh, kw):
+    """(M, kh*kw*C) with rows ordered (kh, kw, C) as the (M, C, kh, kw) view col2im takes (no copy)."""
+    xp = B.get_xp()
+    return B.permute(xp.reshape(cols, (-1, kh, kw, c)), (0, 3, 1, 2))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -209,34 +252,35 @@ class Conv2d(_ConvBase):
         return oh, ow
 
     def forward(self, x):
-        xp = B.get_xp()
         x = check_images(x, self.in_channels, self, self.W.data.dtype)
-        n, _, h, w = (int(d) for d in x.shape)
+        n, c, h, w = (int(d) for d in x.shape)
         oh, ow = self.output_shape(h, w)
-        cols = im2col_fast(x, self.kh, self.kw, self.stride, self.padding)         # (N*OH*OW, C*kh*kw)
-        y = cols @ xp.reshape(self.W.data, (self.out_channels, -1)).T               # (N*OH*OW, F)
+        # Fast layout: rows of cols ordered (kh, kw, C), so the weight matrix's columns are reordered to match.
+        cols = im2col_fast(x, self.kh, self.kw, self.stride, self.padding, channels_last=True)  # (N*OH*OW, K)
+        w_rows = _channels_last(B.get_xp().reshape(self.W.data, (self.out_channels, -1)), c, self.kh, self.kw)
+        y = cols @ w_rows.T                                                                  # (N*OH*OW, F)
         y += self.b.data
-        self._cache = (cols, tuple(x.shape))
-        return _images(y, n, oh, ow)                                                  # (N, F, OH, OW)
+        self._cache = (cols, w_rows, tuple(x.shape))
+        return _images(y, n, oh, ow)                                                          # (N, F, OH, OW)
 
     def backward(self, dout):
         """dW = dout_rows^T cols, db = sum over N, OH, OW of dout, dx = col2im(dout_rows W2).
 
-        Shapes: dout (N, F, OH, OW), dout_rows (N*OH*OW, F), cols (N*OH*OW, C*kh*kw), W2 (F, C*kh*kw);
-        returns dx (N, C, H, W), or None when ``input_grad`` is False.
+        Shapes: dout (N, F, OH, OW), dout_rows (N*OH*OW, F), cols (N*OH*OW, K) and W2 (F, K) with K = C*kh*kw
+        (forward keeps both, their columns in the same order), dW (F, C, kh, kw); returns dx (N, C, H, W), or
+        None when ``input_grad`` is False.
         """
         xp = B.get_xp()
-        cols, x_shape = self._saved(self._cache)
-        n, f = x_shape[0], self.out_channels
-        oh, ow = self.output_shape(x_shape[2], x_shape[3])
-        self._check_dout(dout, (n, f, oh, ow))
-        dout_rows = _rows(dout)                                                      # (N*OH*OW, F)
-        self.W.accumulate(xp.reshape(dout_rows.T @ cols, tuple(self.W.shape)))
+        cols, w_rows, x_shape = self._saved(self._cache)
+        self._check_dout(dout, (x_shape[0], self.out_channels, *self.output_shape(x_shape[2], x_shape[3])))
+        dout_rows = _rows(dout)                                                              # (N*OH*OW, F)
+        self.W.accumulate(_channels_first(dout_rows.T @ cols, x_shape[1], self.kh, self.kw))
         self.b.accumulate(xp.sum(dout_rows, axis=0))
         if not self.input_grad:
             return None
-        dcols = dout_rows @ xp.reshape(self.W.data, (f, -1))                        # (N*OH*OW, C*kh*kw)
-        return col2im_fast(dcols, x_shape, self.kh, self.kw, self.stride, self.padding)
+        dcols = dout_rows @ w_rows                                                           # (N*OH*OW, K)
+        return col2im_fast(_unfolded(dcols, x_shape[1], self.kh, self.kw), x_shape, self.kh, self.kw,
+                           self.stride, self.padding)
 
     def __repr__(self):
         return f"Conv2d({self._describe()})"
@@ -259,11 +303,16 @@ class ConvTranspose2d(_ConvBase):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, rng=None,
                  dtype=None):
         self._setup(in_channels, out_channels, kernel_size, stride, padding)
-        _check_ints("ConvTranspose2d", output_padding=output_padding)
-        if output_padding >= stride:
+        pads = (output_padding, output_padding) if isinstance(output_padding, int) else tuple(output_padding)
+        if len(pads) != 2:
+            raise ValueError(f"ConvTranspose2d: output_padding must be an int or (rows, columns), got {output_padding!r}")
+        for value in pads:
+            _check_ints("ConvTranspose2d", output_padding=value)
+        if max(pads) >= stride:
             raise ValueError(f"ConvTranspose2d: output_padding must be smaller than stride ({stride}), "
                              f"got {output_padding}")
-        self.output_padding = output_padding
+        self.output_padding = output_padding  # an int, or (rows, columns) as PyTorch also takes it
+        self._extra = pads
         rng, dtype = B.as_generator(rng), B.resolve_dtype(dtype)
         bound = 1.0 / math.sqrt(out_channels * self.kh * self.kw)
         self.W = Parameter(_uniform(rng, (in_channels, out_channels, self.kh, self.kw), bound, dtype))
@@ -271,40 +320,41 @@ class ConvTranspose2d(_ConvBase):
 
     def output_shape(self, h, w):
         """(OH, OW) for an input of H x W pixels, or a clear error when that is empty."""
-        extra = self.output_padding - 2 * self.padding
-        oh, ow = (h - 1) * self.stride + self.kh + extra, (w - 1) * self.stride + self.kw + extra
+        (eh, ew), p = self._extra, self.padding
+        oh, ow = (h - 1) * self.stride + self.kh + eh - 2 * p, (w - 1) * self.stride + self.kw + ew - 2 * p
         if oh < 1 or ow < 1:
             raise ValueError(f"{self!r}: an input of {h}x{w} pixels gives an empty output ({oh}x{ow}): "
                              "the padding is too large")
         return oh, ow
 
     def forward(self, x):
-        xp = B.get_xp()
         x = check_images(x, self.in_channels, self, self.W.data.dtype)
         n, _, h, w = (int(d) for d in x.shape)
         oh, ow = self.output_shape(h, w)
-        x_rows = _rows(x)                                                              # (N*H*W, C)
-        cols = x_rows @ xp.reshape(self.W.data, (self.in_channels, -1))               # (N*H*W, F*kh*kw)
-        y = col2im_fast(cols, (n, self.out_channels, oh, ow), self.kh, self.kw, self.stride, self.padding)
-        y += xp.reshape(self.b.data, (1, -1, 1, 1))
-        self._cache = (x_rows, tuple(x.shape))
+        f, kh, kw = self.out_channels, self.kh, self.kw
+        w_rows = _channels_last(B.get_xp().reshape(self.W.data, (self.in_channels, -1)), f, kh, kw)  # (C, K)
+        x_rows = _rows(x)                                                                    # (N*H*W, C)
+        cols = x_rows @ w_rows                                                               # (N*H*W, K)
+        y = col2im_fast(_unfolded(cols, f, kh, kw), (n, f, oh, ow), kh, kw, self.stride, self.padding)
+        y += B.get_xp().reshape(self.b.data, (1, -1, 1, 1))
+        self._cache = (x_rows, w_rows, tuple(x.shape))
         return y
 
     def backward(self, dout):
         """dcols = im2col(dout); dx = dcols W2^T, dW = x_rows^T dcols, db = sum over N, OH, OW of dout.
 
-        Shapes: dout (N, F, OH, OW), dcols (N*H*W, F*kh*kw), x_rows (N*H*W, C), W2 (C, F*kh*kw);
-        returns dx (N, C, H, W), or None when ``input_grad`` is False.
+        Shapes: dout (N, F, OH, OW), dcols (N*H*W, K) and W2 (C, K) with K = F*kh*kw (columns in the same order),
+        x_rows (N*H*W, C), dW (C, F, kh, kw); returns dx (N, C, H, W), or None when ``input_grad`` is False.
         """
         xp = B.get_xp()
-        x_rows, (n, c, h, w) = self._saved(self._cache)
+        x_rows, w_rows, (n, c, h, w) = self._saved(self._cache)
         self._check_dout(dout, (n, self.out_channels, *self.output_shape(h, w)))
-        dcols = im2col_fast(dout, self.kh, self.kw, self.stride, self.padding)       # (N*H*W, F*kh*kw)
-        self.W.accumulate(xp.reshape(x_rows.T @ dcols, tuple(self.W.shape)))
+        dcols = im2col_fast(dout, self.kh, self.kw, self.stride, self.padding, channels_last=True)
+        self.W.accumulate(_channels_first(x_rows.T @ dcols, self.out_channels, self.kh, self.kw))
         self.b.accumulate(xp.sum(dout, axis=(0, 2, 3)))
         if not self.input_grad:
             return None
-        return _images(dcols @ xp.reshape(self.W.data, (c, -1)).T, n, h, w)
+        return _images(dcols @ w_rows.T, n, h, w)
 
     def __repr__(self):
         return f"ConvTranspose2d({self._describe()}, output_padding={self.output_padding})"

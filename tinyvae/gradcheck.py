@@ -165,6 +165,92 @@ def _function_check(name, fn, args, wrt):
     return check_gradients(lambda: fn(*args)[0], inputs, analytic, name + " ")
 
 
+def _values(rows):
+    """A Report of (name, got, expected) comparisons of values (floats or arrays) by relative error."""
+    report = Report()
+    for name, got, expected in rows:
+        got, expected = B.asarray(got, dtype="float64"), B.asarray(expected, dtype="float64")
+        finite = bool(B.get_xp().all(B.get_xp().isfinite(got)))
+        report.append(Check(name, tuple(got.shape), rel_error(got, expected) if finite else math.inf))
+    return report
+
+
+def value_checks(seed=0):
+    """(name, run) pairs for the values the assignment grades besides gradients: BCE and KL against their
+    definitions (and finite at logits of +-1e4), per-example forms against the means, Adam against its closed
+    form. Each run returns a Report."""
+    from . import losses
+    from .module import Parameter
+    from .optim import Adam, adam_reference
+
+    xp, rng = B.get_xp(), B.Generator(seed + 1)
+    logits, target = rng.standard_normal((3, 5), "float64") * 3.0, rng.random((3, 5), "float64")
+    mu, logvar = rng.standard_normal((3, 4), "float64"), rng.standard_normal((3, 4), "float64")
+    p0, g = rng.standard_normal((3, 4), "float64"), rng.standard_normal((3, 4), "float64")
+
+    def bce():
+        s = 1.0 / (1.0 + xp.exp(-logits))
+        naive = -(target * xp.log(s) + (1.0 - target) * xp.log(1.0 - s))  # the definition, fine at these logits
+        big = B.asarray([[1e4, -1e4, 30.0], [-1e4, 1e4, 0.0]], dtype="float64")
+        big_target = B.asarray([[1.0, 0.0, 1.0], [1.0, 0.0, 0.5]], dtype="float64")
+        value, grad = losses.bce_with_logits(big, big_target)
+        return _values([
+            ("bce_with_logits value", losses.bce_with_logits(logits, target)[0], float(xp.sum(naive)) / 3),
+            ("bce_with_logits per example", losses.bce_with_logits_per_example(logits, target),
+             xp.sum(naive, axis=1)),
+            ("bce_with_logits value at +-1e4", value, (1e4 + 1e4 + math.log(2.0)) / 2),
+            ("bce_with_logits dlogits at +-1e4", grad, B.asarray([[0.0, 0.0, 0.0], [-0.5, 0.5, 0.0]],
+                                                                 dtype="float64"))])
+
+    def kl():
+        # Per dimension, KL(N(mu, s^2) || N(0, 1)) = log(1 / s) + (s^2 + mu^2 - 1) / 2.
+        rows = xp.sum(-0.5 * logvar + 0.5 * (xp.exp(logvar) + mu * mu - 1.0), axis=1)
+        zeros = B.zeros((2, 3), "float64")
+        report = _values([("gaussian_kl value", losses.gaussian_kl(mu, logvar)[0], float(xp.sum(rows)) / 3),
+                          ("gaussian_kl per example", losses.gaussian_kl_per_example(mu, logvar), rows)])
+        report.append(Check("gaussian_kl at mu = 0, logvar = 0", (), abs(losses.gaussian_kl(zeros, zeros)[0])))
+        return report
+
+    def adam():
+        # With a constant gradient g, m_hat = g and v_hat = g^2 at every step, so each step moves p by exactly
+        # lr * g / (|g| + eps): bias correction is what makes that true from the first step on.
+        param = Parameter(B.copy(p0))
+        opt = Adam([param], lr=0.01, eps=1e-3)
+        for _ in range(3):
+            param.grad[...] = g
+            opt.step()
+        closed = -3 * 0.01 * g / (xp.abs(g) + 1e-3)
+        w, m, v = B.copy(p0), xp.zeros_like(p0), xp.zeros_like(p0)
+        for t in range(1, 4):
+            w, m, v = adam_reference(w, g, m, v, t, lr=0.01, eps=1e-3)
+        return _values([("Adam.step, 3 steps (closed form)", param.data - p0, closed),
+                        ("adam_reference, 3 steps (closed form)", w - p0, closed)])
+
+    return [("bce_with_logits values", bce), ("gaussian_kl values", kl), ("Adam.step", adam)]
+
+
+def conv_checks(seed=0):
+    """(name, run) pairs for the convolution: Conv2d's gradients, and col2im as the adjoint of im2col
+    (<im2col(x), c> = <x, col2im(c)> for every x and c, which is what makes it im2col's backward)."""
+    from .conv import Conv2d, col2im, im2col
+
+    xp, rng = B.get_xp(), B.Generator(seed + 2)
+    normal = lambda *shape: rng.standard_normal(shape, "float64")  # noqa: E731
+
+    def conv():
+        layer = Conv2d(2, 3, 3, stride=2, padding=1, rng=rng, dtype="float64")
+        return check_module(layer, normal(2, 2, 5, 6), rng=seed, name="Conv2d(stride 2, padding 1)")
+
+    def adjoint():
+        x = normal(2, 2, 5, 6)
+        cols = normal(*im2col(x, 3, 3, 2, 1).shape)
+        left = float(xp.sum(im2col(x, 3, 3, 2, 1) * cols))
+        right = float(xp.sum(x * col2im(cols, tuple(x.shape), 3, 3, 2, 1)))
+        return Report([Check("col2im (adjoint of im2col)", (), rel_error(B.asarray(left), B.asarray(right)))])
+
+    return [("Conv2d", conv), ("col2im", adjoint)]
+
+
 def check_components(seed=0):
     """Gradient-check every component of the library on small float64 problems; returns one Report.
 
@@ -209,6 +295,9 @@ def check_components(seed=0):
                                                     (normal(3, 5) * 3.0, target), [(0, "logits")])),
         ("gaussian_kl", lambda: _function_check("gaussian_kl", losses.gaussian_kl, (normal(3, 4), normal(3, 4)),
                                                 [(0, "mu"), (1, "logvar")])),
+        ("softmax_cross_entropy", lambda: _function_check(
+            "softmax_cross_entropy", losses.softmax_cross_entropy, (normal(4, 5) * 3.0, B.arange(4) % 3),
+            [(0, "logits")])),
         ("Reparameterize", reparameterize),
         # Whole objectives, end to end: the pieces above must also be wired together correctly.
         ("Autoencoder", lambda: check_model(Autoencoder(8, (6,), 3, dtype="float64", rng=rng), x,
@@ -221,6 +310,8 @@ def check_components(seed=0):
         VAE(8, (6,), 2, likelihood=lik, beta=0.5, dtype="float64", rng=rng), x, eps=normal(3, 2),
         name=f"VAE({lik}, beta=0.5)")) for lik in ("bernoulli", "gaussian")]
 
+    checks += value_checks(seed)
+    checks += conv_checks(seed)
     report = Report()
     for name, run in checks:
         try:

@@ -161,3 +161,62 @@ def gaussian_kl_fast(mu, logvar):
     var = xp.exp(logvar)
     value = 0.5 * float(xp.sum(mu * mu + var - 1.0 - logvar)) / n
     return value, mu * (1.0 / n), (var - 1.0) * (0.5 / n)
+
+
+def check_labels(labels, n, num_classes, who):
+    """``labels`` as an integer array of shape (n,) with every value in [0, num_classes), or a clear error."""
+    if not B.is_array(labels):
+        labels = B.asarray(labels)
+    if labels.ndim != 1 or labels.shape[0] != n:
+        raise ValueError(f"{who}: labels must have shape ({n},), one class index per example; "
+                         f"got shape {tuple(labels.shape)}")
+    if "int" not in str(labels.dtype):
+        raise TypeError(f"{who}: labels must be integers (class indices); got dtype {labels.dtype}")
+    if n and (int(B.get_xp().min(labels)) < 0 or int(B.get_xp().max(labels)) >= num_classes):
+        raise ValueError(f"{who}: labels must lie in [0, {num_classes}); got values from "
+                         f"{int(B.get_xp().min(labels))} to {int(B.get_xp().max(labels))}")
+    return labels
+
+
+def _log_softmax(logits):
+    """log softmax by rows, shifted by the row maximum so that exp never overflows."""
+    xp = B.get_xp()
+    shifted = logits - xp.max(logits, axis=1, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
+
+
+def _logits_labels(logits, labels, who):
+    if not B.is_array(logits):
+        logits = B.asarray(logits)
+    if logits.ndim != 2 or not B.is_floating(logits):
+        raise ValueError(f"{who}: logits must be a floating (N, C) array; got shape {tuple(logits.shape)} "
+                         f"and dtype {logits.dtype}")
+    return logits, check_labels(labels, logits.shape[0], logits.shape[1], who)
+
+
+def _one_hot(labels, num_classes, dtype):
+    xp = B.get_xp()
+    return B.astype(xp.reshape(labels, (-1, 1)) == xp.reshape(B.arange(num_classes), (1, -1)), dtype)
+
+
+def softmax_cross_entropy_per_example(logits, labels):
+    """-log softmax(logits)[n, labels[n]] for each row: (N,)."""
+    logits, labels = _logits_labels(logits, labels, "softmax_cross_entropy")
+    onehot = _one_hot(labels, logits.shape[1], logits.dtype)
+    return -B.get_xp().sum(onehot * _log_softmax(logits), axis=1)
+
+
+def softmax_cross_entropy(logits, labels):
+    """Cross-entropy of softmax(logits) against integer class labels, averaged over the batch.
+
+    Value: 1/N sum_n -log p[n, y_n] with p = softmax(logits) by rows, computed as a log-softmax shifted by each
+    row's maximum (stable at logits of +-1e4).
+    Gradient: dlogits = (p - onehot(y)) / N.   logits, dlogits: (N, C); labels: (N,) integers in [0, C).
+    """
+    logits, labels = _logits_labels(logits, labels, "softmax_cross_entropy")
+    xp = B.get_xp()
+    n = logits.shape[0]
+    logp = _log_softmax(logits)
+    onehot = _one_hot(labels, logits.shape[1], logits.dtype)
+    value = -float(xp.sum(onehot * logp)) / n
+    return value, (xp.exp(logp) - onehot) / n

@@ -65,6 +65,16 @@ def _check_sizes(input_dim, hidden, latent_dim, likelihood):
     return hidden
 
 
+def recon_constant(model):
+    """What -log p(x|z) adds to the training loss's reconstruction term, in nats per example.
+
+    Bernoulli: 0 (the BCE is -log p(x|z)). Gaussian N(x; mean, I/2): -log p = ||x - mean||^2 + D/2 log(pi), and
+    the training loss leaves the constant out (it has no gradient), so add it to report nats on the same footing as
+    the IWAE bound.
+    """
+    return 0.0 if model.likelihood == "bernoulli" else 0.5 * model.input_dim * math.log(math.pi)
+
+
 class _Base(Module):
     """What the models share: input checks, the reconstruction term, and the decoder's mean image.
 
@@ -123,9 +133,7 @@ class _Base(Module):
 
     def log_likelihood(self, out, x):
         """log p(x | z) per example, with the constant included, as the IWAE bound needs."""
-        if self.likelihood == "bernoulli":
-            return -self.recon_per_example(out, x)
-        return -self.recon_per_example(out, x) - 0.5 * self.input_dim * math.log(math.pi)
+        return -self.recon_per_example(out, x) - recon_constant(self)
 
     def decode(self, z):
         """The mean image of p(x|z) for each code z (a forward pass: it forgets the last loss's gradients)."""
@@ -298,7 +306,7 @@ class VAE(_Base):
         dlogvar = dlogvar_recon + self.beta * dlogvar_kl
         # Both heads read the same hidden features h, so their input gradients add up.
         dh_mu, dh_logvar = self.mu_head.backward(dmu), self.logvar_head.backward(dlogvar)
-        if self.hidden:
+        if len(self.encoder):  # empty when the heads read the pixels themselves (hidden=())
             self.encoder.backward(dh_mu + dh_logvar)
 
     def sample(self, n, rng=None):
@@ -334,6 +342,10 @@ class VAE(_Base):
 
 
 MODELS = {"ae": Autoencoder, "dae": DenoisingAutoencoder, "vae": VAE}
+
+from .conv_models import ConvAutoencoder, ConvVAE  # noqa: E402 - they subclass the models above
+
+MODELS.update({"convvae": ConvVAE, "convae": ConvAutoencoder})
 
 
 def build(config):

@@ -1,4 +1,4 @@
-"""Data sets: the bundled MNIST subset, MNIST and Fashion-MNIST (downloaded and cached), or any folder of IDX files.
+"""Data sets (host-only: parsing and downloads in NumPy): the bundled MNIST subset, MNIST and Fashion-MNIST (downloaded and cached), or any folder of IDX files.
 
     >>> from tinyvae import datasets
     >>> data = datasets.load("mnist-small")   # bundled, works offline
@@ -9,6 +9,12 @@ Where ``load("mnist")`` / ``load("fashion-mnist")`` look for their files, first 
 ``root`` (the folder itself), ``$TINYVAE_DATA/<name>``, ``cache_dir()/<name>``. Files already there are used as
 they are (only checked structurally, so a re-encoded prefix of MNIST works); missing ones are downloaded.
 A registered name wins over a folder of the same name: write ``"./mnist"`` to mean the folder.
+
+Any registered name with the suffix ``-binarized`` (``"mnist-binarized"``) gives its pixels thresholded at 0.5
+(1 where the grey level is above half, else 0): a fixed binarization, for comparison with likelihoods reported on
+binarized MNIST (the literature also uses Larochelle's fixed set and per-epoch random binarization; the figures
+are close but not identical). Without it, pixels are grey levels in [0, 1] and a Bernoulli likelihood's nats are
+not comparable with binarized-MNIST results.
 """
 # Host-only: file parsing and downloads; uses NumPy directly, never the active array backend.
 
@@ -27,6 +33,7 @@ from .idx import read_idx
 __all__ = ["DATASETS", "Dataset", "cache_dir", "load", "read_idx"]
 
 DATASETS = ("mnist-small", "mnist", "fashion-mnist")
+BINARIZED = "-binarized"
 # (split, images file, labels file); each may also be present uncompressed (without ".gz").
 _FILES = (
     ("train", "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -69,8 +76,13 @@ def load(name: str | os.PathLike, root: str | os.PathLike | None = None, downloa
 
     ``root`` is the folder holding the files of a named data set (default ``$TINYVAE_DATA/<name>``, else
     ``cache_dir()/<name>``). Missing files are downloaded (md5-checked) when ``download`` is true; mirrors and
-    checksums come from ``tinyvae.datasets.download.MIRRORS`` / ``.MD5``.
+    checksums come from ``tinyvae.datasets.download.MIRRORS`` / ``.MD5``. A folder this call created for a download
+    that failed is removed again. ``NAME-binarized`` thresholds the pixels at 0.5 (see the module docstring).
     """
+    if isinstance(name, str) and name.endswith(BINARIZED) and name[:-len(BINARIZED)] in DATASETS:
+        data = load(name[:-len(BINARIZED)], root=root, download=download, progress=progress)
+        return Dataset(name, (data.x_train > 0.5).astype(np.float32), data.y_train,
+                       (data.x_test > 0.5).astype(np.float32), data.y_test, data.image_shape)
     if name == "mnist-small":
         return _read_folder("mnist-small", _BUNDLED)
     if name in ("mnist", "fashion-mnist"):
@@ -81,12 +93,20 @@ def load(name: str | os.PathLike, root: str | os.PathLike | None = None, downloa
                 f"{name}: {', '.join(missing)} not found in {folder}. Pass download=True to fetch them, or point "
                 f"root= (or the TINYVAE_DATA environment variable, which holds a '{name}' subfolder) at a folder "
                 "that holds them.")
-        for filename in missing:
-            _download.fetch(filename, folder, _download.MIRRORS[name], _download.MD5[name][filename], progress)
+        created = [p for p in (folder, *folder.parents) if not p.exists()]
+        try:
+            for filename in missing:
+                _download.fetch(filename, folder, _download.MIRRORS[name], _download.MD5[name][filename], progress)
+        except BaseException:
+            for p in created:  # innermost first; only folders this call made, and only while still empty
+                if p.is_dir() and not any(p.iterdir()):
+                    p.rmdir()
+            raise
         return _read_folder(name, folder)
     if Path(name).is_dir():
         return _read_folder(str(name), Path(name))
-    raise ValueError(f"unknown dataset {str(name)!r}: expected one of {', '.join(DATASETS)}, or the path of an "
+    raise ValueError(f"unknown dataset {str(name)!r}: expected one of {', '.join(DATASETS)} (each also as "
+                     f"NAME{BINARIZED}), or the path of an "
                      "existing folder holding train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
                      "t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]")
 
