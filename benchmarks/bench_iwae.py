@@ -1,6 +1,6 @@
 """The IWAE bound's speed: tinyvae.iwae_bound against the same bound computed in plain PyTorch, in one process.
 
-    python benchmarks/bench_iwae.py [--data ../shared/data/mnist] [--n 200] [--k 1000] [--repeats 5]
+    python benchmarks/bench_iwae.py [--data DIR] [--n 200] [--k 1000] [--repeats 5]
 
 Both compute the bound for the reference VAE 784-400-20-400-784 with the SAME weights (tinyvae's initialisation
 copied into PyTorch; the time does not depend on the weights) on the first n test images, in chunks of about
@@ -10,25 +10,25 @@ hits both; the table gives each run and the medians.
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import machine
-import torch
-from torch_vae import TorchVAE, torch_iwae_bound
+from bench_vae_mnist import default_data
 
 import tinyvae as tv
 from tinyvae.train import iwae_bound
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "mnist"))
+    parser.add_argument("--data", default=default_data(), help="as bench_vae_mnist.py: ../shared/data/mnist where "
+                        "it exists, else the bundled mnist-small")
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--k", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    import torch  # the bench extra: pip install -e ".[bench]"
+    from torch_vae import TorchVAE, torch_iwae_bound
+
     print("\n".join(machine.describe()))
     print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads")
     x = tv.datasets.load(args.data).x_test[:args.n]
