@@ -338,3 +338,20 @@ def test_deferred_checks_give_the_same_training_and_name_the_first_non_finite_st
         np.testing.assert_array_equal(host(p.data), host(q.data))
     with pytest.raises(ValueError, match="check_every must be an int >= 1"):
         fit(model, x, 1, check_every=0, progress=False)
+
+
+def test_accumulate_product_is_grad_plus_a_at_b_in_and_out_of_a_buffer():
+    gen = B.Generator(0)
+    a, b = gen.standard_normal((5, 3), "float64"), gen.standard_normal((5, 4), "float64")
+    want = host(a).T @ host(b)
+    for flat in (False, True):
+        p = tv.Parameter(B.zeros((3, 4), "float64"))
+        if flat:
+            flatten_parameters([p])
+        p.accumulate_product(a.T, b)       # after zero_grad: written in place (inside a buffer)
+        p.accumulate_product(a.T, b)       # then added
+        np.testing.assert_allclose(host(p.grad), 2 * want, rtol=1e-14)
+        assert p._flat is None or p._flat.intact()
+        with pytest.raises(ValueError, match="expected a gradient of shape"):
+            p.zero_grad()
+            p.accumulate_product(a.T, a)

@@ -82,7 +82,7 @@ class Dense(Module):
             raise ValueError(
                 f"{self!r}.backward expects dout of shape {(x.shape[0], self.out_features)}; got {tuple(dout.shape)}"
             )
-        self.W.accumulate(x.T @ dout)  # grad += x^T dout, without the pass when grad was just zeroed
+        self.W.accumulate_product(x.T, dout)  # grad += x^T dout, written in place when grad was just zeroed
         self.b.accumulate(B.get_xp().sum(dout, axis=0))
         return dout @ self.W.data.T if self.input_grad else None
 

@@ -57,22 +57,16 @@ def bce_with_logits_per_example(logits, target):
     return B.get_xp().sum(_bce_terms(logits, target), axis=1)
 
 
-def bce_with_logits_per_example_fast(logits, target):
-    """``bce_with_logits_per_example`` with fewer and cheaper passes, for the IWAE bound's millions of rows.
+def _sum_log1p_exp_neg(logits):
+    """sum_d log1p(exp(-|l_d|)) over the last axis, with one log per 16 values instead of a log1p per value.
 
-    Also takes logits of shape (..., D) with ``target`` broadcasting against them (the IWAE bound passes logits
-    (m, k, D) and images (m, 1, D), so the images are never copied k times). The costly term is
-    sum_d log1p(exp(-|l_d|)): NumPy's log1p is a scalar loop, five times slower than its log. Since each
-    1 + exp(-|l|) lies in (1, 2], products of 16 of them stay below 2^16, so the sum is taken as
-    sum_groups log(prod_16 (1 + exp(-|l|))): the halves of the row are multiplied together four times, and one
-    log is taken per 16 values. The price is the rounding of 1 + e: at most D * 2^-24 nats per example in float32
-    (5e-5 for D = 784; in practice about 1e-6), D * 2^-53 in float64.
+    NumPy's log1p is a scalar loop, five times slower than its log, and this term is most of a BCE's cost. Each
+    1 + exp(-|l|) lies in (1, 2], so a product of 16 of them stays below 2^16: the halves of each row are
+    multiplied together (up to four times, while the width is even), then the logs of the products are summed.
+    The price is the rounding of 1 + e: at most D * 2^-24 nats per row in float32 (5e-5 for D = 784; about 1e-6
+    in practice), D * 2^-53 in float64. Only loss VALUES use it; no gradient does.
     """
     xp = B.get_xp()
-    if not B.is_array(logits):
-        logits = B.asarray(logits)
-    target = B.asarray(target, dtype=logits.dtype)
-    linear = xp.sum(relu_fast(logits) - logits * target, axis=-1)  # sum_d max(l, 0) - l x
     e = xp.exp(-xp.abs(logits))
     e += 1.0
     for _ in range(4):
@@ -80,7 +74,21 @@ def bce_with_logits_per_example_fast(logits, target):
         if width % 2:
             break
         e = e[..., :width // 2] * e[..., width // 2:]
-    return linear + xp.sum(xp.log(e), axis=-1)
+    return xp.sum(xp.log(e), axis=-1)
+
+
+def bce_with_logits_per_example_fast(logits, target):
+    """``bce_with_logits_per_example`` with fewer and cheaper passes (``_sum_log1p_exp_neg``), for the IWAE bound's
+    millions of rows. Also takes logits of shape (..., D) with ``target`` broadcasting against them (the IWAE bound
+    passes logits (m, k, D) and images (m, 1, D), so the images are never copied k times).
+    """
+    xp = B.get_xp()
+    if not B.is_array(logits):
+        logits = B.asarray(logits)
+    target = B.asarray(target, dtype=logits.dtype)
+    terms = relu_fast(logits)  # max(l, 0) - l x, then the log1p term summed apart
+    terms -= logits * target
+    return xp.sum(terms, axis=-1) + _sum_log1p_exp_neg(logits)
 
 
 def bce_with_logits(logits, target):
@@ -101,6 +109,7 @@ def bce_with_logits(logits, target):
 def bce_with_logits_fast(logits, target):
     """``bce_with_logits`` with each step in place (one pass each, no new arrays), or one fused kernel on CuPy.
 
+    The value's log1p term is summed by ``_sum_log1p_exp_neg`` (within D * 2^-24 nats per example in float32).
     sigmoid(l) = (1 + tanh(l / 2)) / 2: one tanh and no branch, exactly 0 or 1 in the tails; its absolute error is
     about one rounding of 1, no more than the subtraction s - x makes.
     """
@@ -112,8 +121,7 @@ def bce_with_logits_fast(logits, target):
     n = logits.shape[0]
     terms = relu_fast(logits)
     terms -= logits * target
-    terms += xp.log1p(xp.exp(-xp.abs(logits)))
-    value = float(xp.sum(terms)) / n
+    value = (float(xp.sum(terms)) + float(xp.sum(_sum_log1p_exp_neg(logits)))) / n
     grad = xp.tanh(logits * 0.5)
     grad += 1.0
     grad *= 0.5

@@ -85,6 +85,17 @@ class Parameter:
         else:
             self._grad += g
 
+    def accumulate_product(self, a, b):
+        """grad += a @ b (a Dense layer's dW = x^T dout). Right after ``zero_grad()`` inside a flat buffer, NumPy and
+        CuPy write the product straight into the gradient's memory (``matmul(..., out=)``) instead of making it
+        and then copying it in; otherwise this is ``accumulate(a @ b)``."""
+        if self._flat is not None and self._grad_zero and B.backend_name() in ("numpy", "cupy"):
+            if tuple(a.shape[:-1]) + tuple(b.shape[1:]) == self.shape and a.dtype == b.dtype == self._data.dtype:
+                B.get_xp().matmul(a, b, out=self._grad)
+                self._grad_zero = False
+                return
+        self.accumulate(a @ b)
+
     def zero_grad(self):
         if self._flat is None:
             self._grad = None

@@ -232,7 +232,8 @@ def clip_grad_norm(params, max_norm):
     """
     xp = B.get_xp()
     params = list(params)
-    total = math.sqrt(sum(float(xp.sum(p.grad * p.grad)) for p in params))
+    squares = xp.stack([xp.sum(p.grad * p.grad) for p in params])  # summed on the device: one read, not one each
+    total = math.sqrt(float(xp.sum(squares)))
     scale = max_norm / (total + 1e-6)
     if scale < 1.0:
         for p in params:
