@@ -221,6 +221,12 @@ def copy(a):
     return a.copy() if _state.name == "cupy" else _state.xp.asarray(a, copy=True)
 
 
+def concat(arrays, axis=0):
+    """Join arrays along ``axis`` (``concat`` in the array API standard, ``concatenate`` in older NumPy/CuPy)."""
+    xp = get_xp()
+    return (xp.concat if hasattr(xp, "concat") else xp.concatenate)(list(arrays), axis=axis)
+
+
 def permute(a, axes):
     """``a`` with its axes reordered (a view where the backend can): numpy.transpose under its Array API name."""
     xp = _state.xp

@@ -48,6 +48,16 @@ def _check_target(path):
         raise FileNotFoundError(f"cannot write checkpoint {path}: the folder {parent} does not exist")
 
 
+def _optimizer_state(optimizer, arrays, prefix):
+    """The optimizer's description {"type", "t", "hyperparameters"}; its buffers go into ``arrays`` under prefix."""
+    kind = type(optimizer).__name__
+    if OPTIMIZERS.get(kind) is not type(optimizer):
+        raise TypeError(f"save: cannot save a {kind} optimizer; supported: {', '.join(OPTIMIZERS)}, PerNetwork")
+    state = optimizer.state_dict()
+    arrays.update({f"{prefix}{name}": B.to_numpy(a) for name, a in state["buffers"].items()})
+    return {"type": kind, "t": int(state["t"]), "hyperparameters": state["hyperparameters"]}
+
+
 def save(model, path, optimizer=None, **meta):
     """Write ``model`` (and ``optimizer``'s state, if given) to ``path`` as one .npz; ``meta`` must be JSON-able.
 
@@ -55,6 +65,10 @@ def save(model, path, optimizer=None, **meta):
         {"format": "tinyvae-checkpoint", "format_version": 1, "tinyvae_version": "0.1.0", "backend": "numpy",
          "model": model.config(), "optimizer": {"type": "Adam", "t": 1200, "hyperparameters": {...}} or null,
          "meta": {...the keyword arguments given to save...}}
+
+An ``optim.PerNetwork`` (a VAE-GAN's one Adam per network) is saved as {"type": "PerNetwork", "networks":
+{name: {"type", "t", "hyperparameters"}}} with its buffers under ``optim/<name>/``; ``load`` rebuilds it over
+``model.networks()``.
 
     The file is written under a temporary name in the same folder and renamed into place (os.replace), so ``path``
     holds either the old checkpoint or the complete new one, never half a file. ``path`` is used exactly as given
@@ -65,15 +79,15 @@ def save(model, path, optimizer=None, **meta):
     arrays = {f"param/{name}": B.to_numpy(p.data) for name, p in model.named_parameters()}
     opt_config = None
     if optimizer is not None:
-        kind = type(optimizer).__name__
-        if OPTIMIZERS.get(kind) is not type(optimizer):
-            raise TypeError(f"save: cannot save a {kind} optimizer; supported: {', '.join(OPTIMIZERS)}")
         if [id(p) for p in optimizer.params] != [id(p) for p in model.parameters()]:
             raise ValueError("save: the optimizer does not hold this model's parameters in model.parameters() "
                              "order, so its state could not be restored onto the model")
-        state = optimizer.state_dict()
-        opt_config = {"type": kind, "t": int(state["t"]), "hyperparameters": state["hyperparameters"]}
-        arrays.update({f"optim/{name}": B.to_numpy(a) for name, a in state["buffers"].items()})
+        if isinstance(optimizer, optim.PerNetwork):  # one optimizer per network: optim/<network>/m.0, ...
+            opt_config = {"type": "PerNetwork", "networks": {}}
+            for net, opt in optimizer.optimizers.items():
+                opt_config["networks"][net] = _optimizer_state(opt, arrays, f"optim/{net}/")
+        else:
+            opt_config = _optimizer_state(optimizer, arrays, "optim/")
     from . import __version__  # here, not at the top: the package imports this module while it initialises
 
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "tinyvae_version": __version__,
@@ -164,20 +178,39 @@ def load(path):
 
     optimizer = None
     opt = config["optimizer"]
-    if opt is not None:
-        cls = OPTIMIZERS.get(opt.get("type")) if isinstance(opt, dict) else None
-        if cls is None or not isinstance(opt.get("hyperparameters"), dict) or "t" not in opt:
-            raise ValueError(f"checkpoint {path}: the optimizer description {opt!r} is not one this tinyvae reads "
-                             f"(expected type one of {', '.join(OPTIMIZERS)}, with 't' and 'hyperparameters')")
-        hyper = opt["hyperparameters"]
-        optimizer = cls(model.parameters(), lr=hyper.get("lr", 1e-3))
-        buffers = [f"{b}.{i}" for b in cls.buffers for i in range(len(optimizer.params))]
-        state = {"type": opt["type"], "t": opt["t"], "hyperparameters": hyper,
-                 "buffers": _take(path, arrays, "optim/", buffers, "optimizer")}
-        try:
-            optimizer.load_state_dict(state)
-        except ValueError as err:
-            raise ValueError(f"checkpoint {path}: {err}") from None
+    if isinstance(opt, dict) and opt.get("type") == "PerNetwork":
+        optimizer = _per_network(path, arrays, model, opt)
+    elif opt is not None:
+        optimizer = _optimizer(path, arrays, model.parameters(), opt, "optim/")
     elif any(key.startswith("optim/") for key in arrays):
         raise ValueError(f"checkpoint {path} holds optimizer arrays but no optimizer description; it is corrupt")
     return Checkpoint(model=model, optimizer=optimizer, meta=config["meta"], config=config)
+
+
+def _optimizer(path, arrays, params, opt, prefix):
+    """The optimizer described by ``opt`` over ``params``, its buffers read from ``arrays`` under ``prefix``."""
+    cls = OPTIMIZERS.get(opt.get("type")) if isinstance(opt, dict) else None
+    if cls is None or not isinstance(opt.get("hyperparameters"), dict) or "t" not in opt:
+        raise ValueError(f"checkpoint {path}: the optimizer description {opt!r} is not one this tinyvae reads "
+                         f"(expected type one of {', '.join(OPTIMIZERS)}, with 't' and 'hyperparameters')")
+    hyper = opt["hyperparameters"]
+    optimizer = cls(params, lr=hyper.get("lr", 1e-3))
+    buffers = [f"{b}.{i}" for b in cls.buffers for i in range(len(optimizer.params))]
+    state = {"type": opt["type"], "t": opt["t"], "hyperparameters": hyper,
+             "buffers": _take(path, arrays, prefix, buffers, "optimizer")}
+    try:
+        optimizer.load_state_dict(state)
+    except ValueError as err:
+        raise ValueError(f"checkpoint {path}: {err}") from None
+    return optimizer
+
+
+def _per_network(path, arrays, model, opt):
+    """An ``optim.PerNetwork`` rebuilt over ``model.networks()`` from its saved description."""
+    networks = getattr(model, "networks", lambda: {})()
+    saved = opt.get("networks")
+    if not isinstance(saved, dict) or set(saved) != set(networks):
+        raise ValueError(f"checkpoint {path}: the per-network optimizer covers {sorted(saved or {})}, but the "
+                         f"model's networks are {sorted(networks)}")
+    return optim.PerNetwork({net: _optimizer(path, arrays, params, saved[net], f"optim/{net}/")
+                             for net, params in networks.items()})

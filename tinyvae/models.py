@@ -347,6 +347,10 @@ from .conv_models import ConvAutoencoder, ConvVAE  # noqa: E402 - they subclass 
 
 MODELS.update({"convvae": ConvVAE, "convae": ConvAutoencoder})
 
+from .gan import VAEGAN  # noqa: E402 - the VAE-GAN subclasses VAE
+
+MODELS["vaegan"] = VAEGAN
+
 
 def build(config):
     """A new model from ``model.config()`` (the "model" key picks the class)."""

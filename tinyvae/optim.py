@@ -239,3 +239,39 @@ def clip_grad_norm(params, max_norm):
         for p in params:
             p.grad *= scale
     return total
+
+
+class PerNetwork:
+    """One optimizer per network of a model, used as one: a GAN's encoder, decoder and discriminator each keep
+    their own Adam (own step count, moments and learning rate).
+
+    ``optimizers``: {name: optimizer}; ``params`` is their parameters in that order (a checkpoint checks that this is
+    the model's ``parameters()`` order). ``state_dict()`` is {"type": "PerNetwork", "networks": {name: state}}.
+    """
+
+    def __init__(self, optimizers):
+        if not optimizers or not all(isinstance(o, Optimizer) for o in optimizers.values()):
+            raise TypeError("PerNetwork takes a non-empty {name: optimizer} dict of tinyvae optimizers")
+        self.optimizers = dict(optimizers)
+        self.params = [p for o in self.optimizers.values() for p in o.params]
+
+    def __getitem__(self, name):
+        return self.optimizers[name]
+
+    def zero_grad(self):
+        for o in self.optimizers.values():
+            o.zero_grad()
+
+    def step(self):
+        for o in self.optimizers.values():
+            o.step()
+
+    def state_dict(self):
+        return {"type": "PerNetwork", "networks": {name: o.state_dict() for name, o in self.optimizers.items()}}
+
+    def load_state_dict(self, state):
+        if state.get("type") != "PerNetwork" or set(state.get("networks", {})) != set(self.optimizers):
+            raise ValueError(f"PerNetwork.load_state_dict: expected the states of {sorted(self.optimizers)}, got "
+                             f"{sorted(state.get('networks', {}))} ({state.get('type')!r})")
+        for name, o in self.optimizers.items():
+            o.load_state_dict(state["networks"][name])
