@@ -126,6 +126,13 @@ MODEL_OPTIONS = [
     (("--noise",), dict(choices=("gaussian", "masking"), default="gaussian", help="corruption (dae)"), "noise"),
     (("--noise-level",), dict(type=float, default=0.5, help="noise std or masking probability (dae)"),
      "noise_level"),
+    (("--disc-hidden",), dict(type=_int_list, default=[512, 256],
+                              help="vaegan: the discriminator's hidden layer sizes"), "disc_hidden"),
+    (("--gamma",), dict(type=float, default=0.03,
+                        help="vaegan: weight of the decoder's reconstruction term against its GAN term"), "gamma"),
+    (("--pixel-weight",), dict(type=float, default=1.0,
+                               help="vaegan: weight of the pixel BCE in the reconstruction term (0: Larsen's "
+                                    "discriminator features alone)"), "pixel_weight"),
     (("--iwae-k",), dict(type=_at_least(1), default=1,
                          help="importance samples of the training objective (VAE; k > 1 trains on the IWAE bound)"),
      "k"),
@@ -158,10 +165,15 @@ def units_lines(model):
     from .models import recon_constant
 
     if model.likelihood == "bernoulli":
-        return ["units: nats per image, -log p(x|z) of a Bernoulli likelihood on the pixels. On grey-level pixels "
-                "(the default data) these",
-                "figures are not comparable with binarized-MNIST results in the literature: use --dataset "
-                "mnist-binarized for that."]
+        lines = ["units: nats per image, -log p(x|z) of a Bernoulli likelihood on the pixels. On grey-level pixels "
+                 "(the default data) these",
+                 "figures are not comparable with binarized-MNIST results in the literature: use --dataset "
+                 "mnist-binarized for that."]
+        if model.kind == "vaegan":
+            lines.append("The VAE-GAN trains on discriminator features and a GAN loss (+ pixel_weight x the pixel "
+                         "BCE), not on this ELBO: the test figures score its encoder and decoder as a VAE; "
+                         "`tinyvae score` measures its samples.")
+        return lines
     return [f"units: nats per image, -log N(x; mean, I/2): the squared error plus D/2 log(pi) = "
             f"{recon_constant(model):.2f} nats (D = {model.input_dim}),",
             "so loss, recon and the IWAE bound are on the same footing; 'squared error' is the error alone."]
@@ -201,17 +213,52 @@ def _fit(model, data, args, optimizer, history):
                clip=args.clip, history=history, y_train=data.y_train, y_val=data.y_test)
 
 
+def _fit_vaegan(model, data, args, optimizer, history):
+    """The VAE-GAN's own loop (``gan.fit``): one Adam per network (``optimizer`` is their ``optim.PerNetwork``)."""
+    from . import gan
+
+    return gan.fit(model, data.x_train, args.epochs, batch_size=args.batch_size, optimizers=optimizer,
+                   seed=args.seed, progress=not args.quiet, history=history)
+
+
+def _vaegan_state():
+    from . import gan
+
+    return (lambda model, lr: gan.make_optimizers(model, lr=lr)), gan.VAEGANHistory
+
+
+TRAINERS["vaegan"] = _fit_vaegan
+# kind -> () -> (make_optimizer(model, lr), History class), for a model whose own loop keeps its own state
+TRAINING_STATE = {"vaegan": _vaegan_state}
+
+
+def _training_state(kind):
+    from .optim import Adam
+    from .train import History
+
+    default = lambda: ((lambda model, lr: Adam(model.parameters(), lr=lr)), History)  # noqa: E731
+    return TRAINING_STATE.get(kind, default)()
+
+
+def _own_loop_options(args):
+    """A model with its own loop takes neither --kl-warmup nor --clip: say so rather than ignore them."""
+    if args.model in TRAINERS:
+        for flag, name in (("--kl-warmup", "kl_warmup"), ("--clip", "clip")):
+            if getattr(args, name, None):
+                raise UsageError(f"tinyvae train: error: {flag}: --model {args.model} trains with its own loop, "
+                                 "which has no such option")
+
+
 def _new_or_resumed(args):
     """(model, optimizer, history, data) for a new run, or for ``--resume RUN_DIR`` from its model.npz."""
     from . import checkpoint
     from .models import MODELS
-    from .optim import Adam
-    from .train import History
 
     if args.resume is None:
+        _own_loop_options(args)
         data = _load_data(args.dataset, progress=not args.quiet)
         model = MODELS[args.model](**_model_kwargs(args, data))
-        return model, Adam(model.parameters(), lr=args.lr), None, data
+        return model, _training_state(args.model)[0](model, args.lr), None, data
     path = Path(args.resume) / "model.npz"
     if not path.is_file():
         raise UsageError(f"tinyvae train: error: --resume {args.resume}: no {path} (give the --out folder of an "
@@ -225,7 +272,7 @@ def _new_or_resumed(args):
             setattr(args, name, saved[name])
     args.model = ckpt.model.kind
     data = _load_data(args.dataset, progress=not args.quiet)
-    return ckpt.model, ckpt.optimizer, History.from_dict(ckpt.meta["history"]), data
+    return ckpt.model, ckpt.optimizer, _training_state(args.model)[1].from_dict(ckpt.meta["history"]), data
 
 
 def _figures(model, data, history, out, args):

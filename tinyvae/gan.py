@@ -162,7 +162,7 @@ class VAEGAN(VAE):
     _config_keys = ("input_dim", "hidden", "latent_dim", "disc_hidden", "beta", "gamma", "pixel_weight",
                     "negative_slope", "activation", "dtype")
 
-    def __init__(self, input_dim=784, hidden=(400,), latent_dim=20, disc_hidden=(512, 256), beta=1.0, gamma=0.1,
+    def __init__(self, input_dim=784, hidden=(400,), latent_dim=20, disc_hidden=(512, 256), beta=1.0, gamma=0.03,
                  pixel_weight=1.0, negative_slope=0.2, activation="relu", dtype=None, rng=None):
         rng = B.as_generator(rng)
         super().__init__(input_dim, hidden, latent_dim, "bernoulli", beta, activation, dtype, rng)
