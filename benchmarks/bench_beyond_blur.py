@@ -3,10 +3,11 @@
     nice -n 10 python benchmarks/bench_beyond_blur.py [--data ../shared/data/mnist] [--epochs 10] [--seeds 3]
         [--samples 10000] [--iwae-n 500] [--iwae-k 1000] [--only vae,beta0.5,...]
 
-Every model: 784-400-20-400-784 (ReLU, Bernoulli decoder; the VAE-GAN's discriminator its own default), Adam
-lr 1e-3, batch 128, float32, the same epochs, trained on the training split of --data, scored against its test
-split. For each model: the Frechet distance of the shipped classifier's penultimate features between --samples
-prior samples and the test images (the FID recipe with an MNIST classifier in place of Inception: NOT comparable
+Every model: 784-400-20-400-784 (ReLU, Bernoulli decoder), Adam lr 1e-3, batch 128, float32, the same epochs;
+the VAE-GAN adds its defaults (discriminator 784-512-256-1, gamma 0.03, pixel_weight 1) and trains with gan.fit
+(one Adam per network: 1e-3 for encoder and decoder, 2e-4 for the discriminator, beta1 0.5). Each model is
+trained on the training split of --data and scored against its test split. For each model: the Frechet
+distance of the shipped classifier's penultimate features between --samples prior samples and the test images (the FID recipe with an MNIST classifier in place of Inception: NOT comparable
 to published FIDs), the sharpness (mean Laplacian energy; the real test images' figure is printed beside it), the
 digit shares' range (mode collapse), and seconds per training epoch. VAE and VAE-GAN are trained with --seeds
 seeds (mean and spread); the CVAE adds the classifier's accuracy on the digit it was asked for; the VAE and the

@@ -32,7 +32,7 @@ from .layers import Dense
 from .models import VAE
 from .module import Module, Sequential
 from .optim import Adam, PerNetwork
-from .train import History, _as_data, _positive_int
+from .train import History, _as_data, _positive_int, history_and_start
 
 
 # ------------------------------------------------------------------------------------------------- the losses
@@ -325,12 +325,7 @@ def _checked_args(model, x_train, epochs, batch_size, optimizers, rates, start_e
         raise TypeError(f"gan.fit trains a VAEGAN, got {type(model).__name__} (train.fit trains the others)")
     _positive_int(epochs, "gan.fit: epochs", 0)
     _positive_int(batch_size, "gan.fit: batch_size")
-    if history is None:
-        history = VAEGANHistory()
-    elif not isinstance(history, VAEGANHistory):
-        raise TypeError(f"gan.fit: history must be a VAEGANHistory (VAEGANHistory.from_dict(d) reads a saved one), "
-                        f"got {type(history).__name__}")
-    start_epoch = len(history) if start_epoch is None else _positive_int(start_epoch, "gan.fit: start_epoch", 0)
+    history, start_epoch = history_and_start(history, start_epoch, VAEGANHistory, "gan.fit")
     if optimizers is None:
         optimizers = make_optimizers(model, *rates)
     elif [id(p) for p in optimizers.params] != [id(p) for p in model.parameters()]:

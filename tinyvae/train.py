@@ -206,6 +206,17 @@ def record_epoch(run, history, epoch, sums, seconds, x_val, y_val):
     run.bar.set_postfix(postfix)
 
 
+def history_and_start(history, start_epoch, cls, who):
+    """(history, start_epoch) checked: a new ``cls()`` if None, and start_epoch defaulting to ``len(history)``."""
+    if history is None:
+        history = cls()
+    elif not isinstance(history, cls):
+        raise TypeError(f"{who}: history must be a {cls.__module__}.{cls.__name__} ({cls.__name__}.from_dict(d) "
+                        f"reads a saved one), got {type(history).__name__}")
+    start_epoch = len(history) if start_epoch is None else _positive_int(start_epoch, f"{who}: start_epoch", 0)
+    return history, start_epoch
+
+
 def _checked_fit_args(model, x_train, epochs, batch_size, optimizer, x_val, lr, kl_warmup, clip, start_epoch,
                       history, y_train, y_val):
     """Every argument of ``fit`` checked and converted: (x, y, x_val, y_val, optimizer, start_epoch, history)."""
@@ -214,12 +225,7 @@ def _checked_fit_args(model, x_train, epochs, batch_size, optimizer, x_val, lr, 
     _positive_int(kl_warmup, "fit: kl_warmup", 0)
     if clip is not None and not clip > 0:
         raise ValueError(f"fit: clip must be a positive number or None, got {clip!r}")
-    if history is None:
-        history = History()
-    elif not isinstance(history, History):
-        raise TypeError(f"fit: history must be a tinyvae.train.History (History.from_dict(d) reads a saved one), "
-                        f"got {type(history).__name__}")
-    start_epoch = len(history) if start_epoch is None else _positive_int(start_epoch, "fit: start_epoch", 0)
+    history, start_epoch = history_and_start(history, start_epoch, History, "fit")
     x = _as_data(model, x_train, "fit: x_train")
     y = _labels(model, y_train, x.shape[0], "fit: y_train")
     if x_val is not None:
