@@ -25,7 +25,6 @@ import sys
 import time
 
 import machine
-from bench_vae_mnist import default_data
 
 import tinyvae as tv
 from tinyvae.files import atomic_write
@@ -235,8 +234,7 @@ def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
                         help="cuda: tinyvae on CuPy, PyTorch on CUDA (default); cpu: NumPy and PyTorch on the CPU")
-    parser.add_argument("--data", default=default_data(), help="a data set name or a folder of IDX files (default: "
-                        "../shared/data/mnist beside the repository where it exists, else the bundled mnist-small)")
+    machine.add_data_argument(parser)
     parser.add_argument("--epochs", type=int, default=6, help="timed epochs after the warm-up (default 6)")
     parser.add_argument("--repeats", type=int, default=300, help="timed repeats of each step part (default 300)")
     parser.add_argument("--iwae-k", type=int, default=1000)
