@@ -84,6 +84,12 @@ def test_each_row_grades_its_own_function(fresh, tmp_path):
 # The realistic-bug battery: (function, body) pairs, each a plausible mistake. Rounds hold at most one bug per
 # function; every other function is the solution. Each bug must fail exactly its own row.
 BUGS = [
+    ("discriminator_loss", """
+        xp = B.get_xp()
+        real_value, dreal = losses.bce_with_logits(real_logits, xp.ones_like(real_logits))
+        fake_value, dfake = losses.bce_with_logits(fake_logits, xp.ones_like(fake_logits))  # fakes labelled real
+        return real_value + fake_value, dreal, dfake
+        """),
     ("softmax_cross_entropy", """
         logits, labels = _logits_labels(logits, labels, "softmax_cross_entropy")
         xp = B.get_xp()

@@ -4,7 +4,7 @@
     tv.use("numpy")            # or "cupy" for a GPU, or "strict" to test that no code escapes the backend
     layer = tv.Dense(784, 400)
 """
-from . import backend, checkpoint, conv, datasets, experiments, gradcheck, losses, models, optim, train
+from . import backend, checkpoint, conv, datasets, experiments, gan, gradcheck, losses, models, optim, train
 from .activations import ACTIVATIONS, Identity, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh, get_activation
 from .backend import (
     BackendUnavailable,
@@ -22,6 +22,7 @@ from .backend import (
 from .checkpoint import Checkpoint, load, save
 from .conv import Conv2d, ConvTranspose2d, Flatten, Unflatten
 from .conv_models import ConvAutoencoder, ConvVAE
+from .gan import VAEGAN, Discriminator
 from .layers import Dense
 from .models import VAE, Autoencoder, DenoisingAutoencoder, LossParts
 from .module import Module, Parameter, Sequential
@@ -41,8 +42,10 @@ __all__ = [
     "ACTIVATIONS", "get_activation", "Reparameterize",
     "Conv2d", "ConvTranspose2d", "Flatten", "Unflatten",
     # models, training, evaluation
-    "Autoencoder", "DenoisingAutoencoder", "VAE", "ConvVAE", "ConvAutoencoder", "LossParts", "SGD", "Adam", "clip_grad_norm", "fit", "History",
+    "Autoencoder", "DenoisingAutoencoder", "VAE", "ConvVAE", "ConvAutoencoder", "VAEGAN", "Discriminator",
+    "LossParts", "SGD", "Adam", "clip_grad_norm", "fit", "History",
     "evaluate", "iwae_bound", "active_units", "latent_variances", "PCA", "save", "load", "Checkpoint",
     # submodules
-    "backend", "checkpoint", "conv", "datasets", "experiments", "gradcheck", "losses", "models", "optim", "train",
+    "backend", "checkpoint", "conv", "datasets", "experiments", "gan", "gradcheck", "losses", "models", "optim",
+    "train",
 ]

@@ -257,7 +257,7 @@ def check_components(seed=0):
     A component whose code raises (a student copy's ``NotImplementedError``, say) gets one failing row that names
     the error, and the other components are still checked.
     """
-    from . import losses
+    from . import gan, losses
     from .activations import ACTIVATIONS
     from .layers import Dense
     from .models import VAE, Autoencoder, DenoisingAutoencoder
@@ -298,6 +298,9 @@ def check_components(seed=0):
         ("softmax_cross_entropy", lambda: _function_check(
             "softmax_cross_entropy", losses.softmax_cross_entropy, (normal(4, 5) * 3.0, B.arange(4) % 3),
             [(0, "logits")])),
+        ("discriminator_loss", lambda: _function_check(
+            "discriminator_loss", gan.discriminator_loss, (normal(3, 1) * 3.0, normal(5, 1) * 3.0),
+            [(0, "real_logits"), (1, "fake_logits")])),
         ("Reparameterize", reparameterize),
         # Whole objectives, end to end: the pieces above must also be wired together correctly.
         ("Autoencoder", lambda: check_model(Autoencoder(8, (6,), 3, dtype="float64", rng=rng), x,

@@ -121,6 +121,12 @@ MANIFEST = (
           "logp[n, y_n]; dl = (softmax(l) - onehot(y)) / N, finite even at l = +-1e4",
           "the batch-mean cross-entropy of softmax(l) against integer labels y and its gradient, finite at l = +-1e4",
           "softmax_ce", also_blanks=(("losses.py", "_log_softmax"), ("losses.py", "softmax_cross_entropy_per_example"))),
+    Entry("discriminator_loss", "gan.py", "discriminator_loss", 10,
+          "value = 1/N_r sum softplus(-l_r) + 1/N_f sum softplus(l_f), i.e. bce_with_logits(real_logits, 1) + "
+          "bce_with_logits(fake_logits, 0), each set averaged over its own rows; dl_r = (sigmoid(l_r) - 1) / N_r, "
+          "dl_f = sigmoid(l_f) / N_f",
+          "the GAN discriminator's loss (real images labelled 1, fakes 0, each set averaged) and its gradients "
+          "w.r.t. both sets of logits", "disc_loss"),
     Entry("Reparameterize.backward", "reparam.py", "Reparameterize.backward", 10,
           "reparameterize_backward: z = mu + exp(logvar / 2) * eps, so dmu = dz and "
           "dlogvar = dz * eps * exp(logvar / 2) / 2 (std = exp(logvar / 2) is kept by forward)",
@@ -264,6 +270,14 @@ def softmax_ce_cases(rng):
     return cases
 
 
+def disc_loss_cases(rng):
+    """Real and fake sets of different sizes (as the VAE-GAN's N real and 2N fakes), a batch of one, big logits."""
+    cases = [({}, {"real": rng.normal(size=(n_r, 1)) * 3.0, "fake": rng.normal(size=(n_f, 1)) * 3.0})
+             for n_r, n_f in ((3, 6), (1, 1), (4, 3))]
+    cases.append(({"kind": "logits +-1e4"}, {"real": np.array([[1e4], [-1e4]]), "fake": np.array([[-1e4], [1e4]])}))
+    return cases
+
+
 def reparam_cases(rng):
     return [({}, {k: rng.normal(size=(n, 4)) for k in ("mu", "logvar", "eps", "dz")}) for n in (3, 1)]
 
@@ -337,6 +351,7 @@ CASES = {
     "bce_with_logits": bce_cases,
     "gaussian_kl": kl_cases,
     "softmax_cross_entropy": softmax_ce_cases,
+    "discriminator_loss": disc_loss_cases,
     "Reparameterize.backward": reparam_cases,
     "VAE.backward": vae_cases,
     "Adam.step": adam_cases,

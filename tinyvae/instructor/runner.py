@@ -151,6 +151,11 @@ def softmax_ce(tv, p, a):
     return {"value": value, "dlogits": grad, "per-example values": per_example}
 
 
+def disc_loss(tv, p, a):
+    value, dreal, dfake = tv.gan.discriminator_loss(a["real"], a["fake"])
+    return {"value": value, "dreal": dreal, "dfake": dfake}
+
+
 def reparam(tv, p, a):
     layer = tv.Reparameterize()
     layer.forward(a["mu"], a["logvar"], eps=a["eps"])
@@ -200,7 +205,7 @@ def conv2d(tv, p, a):
 
 
 SCENARIOS = {"dense": dense, "activation": activation, "bce": bce, "kl": kl, "reparam": reparam,
-             "softmax_ce": softmax_ce, "vae": vae,
+             "softmax_ce": softmax_ce, "disc_loss": disc_loss, "vae": vae,
              "adam": adam, "col2im": col2im, "conv2d": conv2d}
 
 
