@@ -185,7 +185,6 @@ class VAEGAN(VAE):
 
     def _forward_all(self, x, eps, z_prior, rng):
         """Encoder, decoder on [z; z_p] (2N rows), discriminator on [x; x_rec; x_p] (3N rows), in one pass each."""
-        xp = B.get_xp()
         mu, logvar = self.encode(x)
         z = self.reparam.forward(mu, logvar, eps=eps, rng=rng)
         if z_prior is None:
