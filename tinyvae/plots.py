@@ -2,13 +2,11 @@
 
 Every function builds a ``matplotlib.figure.Figure`` with the object API (no pyplot, no global state, no
 ``show()``), so it works headless, in scripts and in notebooks (a returned Figure displays itself in Jupyter).
-Each returns the Figure and, given ``path``, also writes it there as a PNG.
-
-Images are rows of a batch (N, H*W) on any backend, shown as H x W grey digits (``image_shape=(28, 28)``).
-A grid of digits is drawn as one mosaic image (tiles separated by a 1-pixel gap), which keeps the figures light:
-a grid of 64 samples is one ``imshow``, not 64 axes. Mosaics are placed pixel-exactly, every image pixel drawn as
-1 x 1 or 2 x 2 figure pixels, so a digit never shrinks below 28 x 28 pixels and no gap is lost to resampling;
-a figure grows with n in rows (strips wrap after ``WRAP`` images), and more than ``MAX_IMAGES`` are refused.
+Each returns the Figure and, given ``path``, also writes it there as a PNG. Images are rows of a batch (N, H*W)
+on any backend, shown as H x W grey digits. A grid of digits is one mosaic image (tiles 1 pixel apart): a grid of
+64 samples is one ``imshow``, not 64 axes. Mosaics are placed pixel-exactly (each pixel 1 x 1 or 2 x 2 figure
+pixels, so a digit keeps >= 28 x 28 pixels and no gap is lost); figures grow in rows (strips wrap after ``WRAP``
+images), and more than ``MAX_IMAGES`` images are refused.
 
     >>> import tinyvae as tv
     >>> from tinyvae import plots
