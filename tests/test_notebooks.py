@@ -157,6 +157,9 @@ VERDICTS = {
     "03_latent_space": [r"as beta grows: reconstruction error (rises|does NOT rise) at every step",
                         r"best true negative ELBO \(recon \+ KL\): beta = ",
                         r"beta = 4 keeps (fewer|NOT fewer) active units than beta = 1"],
+    "04_gpu_with_cupy": [r"on (numpy|cupy), a step at batch 128 is (overhead|compute)-bound: 8x the images",
+                         r"the fused Adam over the flat buffer is [\d.]+x (faster|slower) than",
+                         r"(UNDER-TRAINED|trained): [\d.]+ nats"],
     "05_beyond_the_blur": [r"the mean image's pixel error is (lower|NOT lower) than every real seven's, and it is "
                            r"(blurrier|NOT blurrier)",
                            r"the VAE-GAN's Frechet distance is (lower|NOT lower) than the VAE's",
