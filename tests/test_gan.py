@@ -100,6 +100,9 @@ def _objective_check(model, x, eps, z_prior, network, objective):
     assert report.passed and max(c.error for c in report) < TOL, str(report)
 
 
+# The whole-objective checks run on NumPy (and CuPy where present); under strict, test_fit_runs_... runs the same
+# loss and backward, and the strict run of these checks alone would double the file's time.
+@pytest.mark.backends("numpy", "cupy")
 @pytest.mark.parametrize("network,objective", [("encoder", "encoder"), ("decoder", "decoder"),
                                                ("discriminator", "discriminator")])
 def test_each_networks_whole_objective(network, objective):
@@ -109,6 +112,7 @@ def test_each_networks_whole_objective(network, objective):
     _objective_check(model, x, eps, z_prior, network, objective)
 
 
+@pytest.mark.backends("numpy", "cupy")
 @pytest.mark.parametrize("term", ["llike", "gan"])
 def test_feature_matching_and_generator_terms_alone(term):
     """pixel_weight = 0 and beta = 0 leave the encoder with L_llike alone; gamma = 0 leaves the decoder with L_gen
