@@ -19,7 +19,7 @@ pytestmark = pytest.mark.backends("numpy")
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 EXPECTED = ("01_autoencoder_and_pca", "02_vae_step_by_step", "03_latent_space", "04_gpu_with_cupy",
-            "07_convolutions_by_hand")
+            "06_conditional_and_iwae", "07_convolutions_by_hand")
 
 
 def _read(path):
@@ -39,7 +39,7 @@ def _library_names():
     """Public names of tinyvae and of its modules: a notebook must call these, not define its own."""
     modules = [tinyvae, tinyvae.losses, tinyvae.gradcheck, tinyvae.train, tinyvae.models, tinyvae.experiments,
                tinyvae.layers, tinyvae.activations, tinyvae.module, tinyvae.optim, tinyvae.pca, tinyvae.reparam,
-               tinyvae.conv, tinyvae.conv_models]
+               tinyvae.conv, tinyvae.conv_models, tinyvae.metrics]
     from tinyvae import plots
 
     modules.append(plots)
