@@ -11,25 +11,15 @@ t10k test images.
 """
 import argparse
 import time
-from pathlib import Path
 
+import machine
 import tinyvae as tv
 from tinyvae.experiments import ae_vs_pca
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def default_data():
-    """The shared MNIST folder of the project's machines where it exists, else the bundled subset."""
-    shared = REPO.parent / "shared" / "data" / "mnist"
-    return str(shared) if shared.is_dir() else "mnist-small"
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=default_data(),
-                        help="a data set name or a folder of IDX files (default: ../shared/data/mnist beside the "
-                             "repository where it exists, else the bundled mnist-small, so a clone runs as is)")
+    machine.add_data_argument(parser)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--latents", default="2,10,20,32")
     parser.add_argument("--likelihood", default="bernoulli", choices=["bernoulli", "gaussian"])

@@ -17,6 +17,7 @@ import argparse
 import statistics
 import time
 
+import machine
 import tinyvae as tv
 from tinyvae import classifier, datasets, metrics, models
 from tinyvae.train import active_units, fit, iwae_bound
@@ -83,7 +84,7 @@ def spread(values):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default="../shared/data/mnist")
+    machine.add_data_argument(p)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--first-seed", type=int, default=0)

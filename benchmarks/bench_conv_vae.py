@@ -36,13 +36,7 @@ from bench_vae_mnist import BATCH, LR, SEED, tinyvae_draws  # noqa: E402
 from tinyvae import conv  # noqa: E402
 from tinyvae.train import evaluate, fit  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 
-
-def default_data():
-    """The shared MNIST folder of the project's machines where it exists, else the bundled subset."""
-    shared = REPO.parent / "shared" / "data" / "mnist"
-    return str(shared) if shared.is_dir() else "mnist-small"
 CHUNK = 10  # steps each library runs before the other takes its turn
 
 
@@ -266,9 +260,7 @@ def train(args, data):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=default_data(),
-                        help="a data set name or a folder of IDX files (default: ../shared/data/mnist beside the "
-                             "repository where it exists, else the bundled mnist-small, so a clone runs as is)")
+    machine.add_data_argument(parser)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OPENBLAS_NUM_THREADS", "1")))
     parser.add_argument("--profile", action="store_true", help="time single steps instead of training")

@@ -12,16 +12,13 @@ import statistics
 import time
 
 import machine
-from bench_vae_mnist import default_data
-
 import tinyvae as tv
 from tinyvae.train import iwae_bound
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=default_data(), help="as bench_vae_mnist.py: ../shared/data/mnist where "
-                        "it exists, else the bundled mnist-small")
+    machine.add_data_argument(parser)
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--k", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5)

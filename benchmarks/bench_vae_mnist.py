@@ -23,13 +23,7 @@ import machine
 import tinyvae as tv
 from tinyvae.train import evaluate, fit, iwae_bound
 
-REPO = Path(__file__).resolve().parents[1]
 
-
-def default_data():
-    """The shared MNIST folder of the project's machines where it exists, else the bundled subset."""
-    shared = REPO.parent / "shared" / "data" / "mnist"
-    return str(shared) if shared.is_dir() else "mnist-small"
 SEED, BATCH, LR = 0, 128, 1e-3
 
 
@@ -83,9 +77,7 @@ def peak_memory(data_dir, epochs):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=default_data(),
-                        help="a data set name or a folder of IDX files (default: ../shared/data/mnist beside the "
-                             "repository where it exists, else the bundled mnist-small, so a clone runs as is)")
+    machine.add_data_argument(parser)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--iwae-k", type=int, default=1000)
     parser.add_argument("--iwae-n", type=int, default=None, help="test images for the IWAE bound (default: all)")

@@ -10,8 +10,24 @@ import ctypes
 import glob
 import os
 import platform
+from pathlib import Path
 
 import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def default_data():
+    """The shared MNIST folder of the project's machines where it exists, else the bundled subset."""
+    shared = REPO.parent / "shared" / "data" / "mnist"
+    return str(shared) if shared.is_dir() else "mnist-small"
+
+
+def add_data_argument(parser):
+    """The ``--data`` option every MNIST benchmark takes, with the default above."""
+    parser.add_argument("--data", default=default_data(),
+                        help="a data set name or a folder of IDX files (default: ../shared/data/mnist beside the "
+                             "repository where it exists, else the bundled mnist-small, so a clone runs as is)")
 
 
 def cpu():

@@ -475,9 +475,20 @@ def test_resume_from_a_folder_without_a_run(tmp_path, capsys):
 
 
 def test_interpolate_writes_the_figure_train_writes(vae_run, tmp_path, capsys):
+    """One file name, one figure: train's interpolation.png is what interpolate draws by default, byte for byte."""
     code, _, err = run_cli(["interpolate", vae_run / "model.npz", "--out", tmp_path / "i.png"], capsys)
     assert code == 0, err
-    assert _png_size(tmp_path / "i.png") == _png_size(vae_run / "interpolation.png")
+    assert (tmp_path / "i.png").read_bytes() == (vae_run / "interpolation.png").read_bytes()
+
+
+@pytest.mark.parametrize("argv", [["reconstruct", "--n", "100"], ["interpolate", "--steps", "50"],
+                                  ["sample", "--n", "400"]])
+def test_figures_at_the_cap_grow_in_rows(argv, vae_run, tmp_path, capsys):
+    """At the largest n each command allows, the PNG wraps into rows instead of a long thin strip."""
+    code, _, err = run_cli([argv[0], vae_run / "model.npz", *argv[1:], "--out", tmp_path / "f.png"], capsys)
+    assert code == 0, err
+    width, height = _png_size(tmp_path / "f.png")
+    assert width <= 800 and height >= 0.6 * width
 
 
 @pytest.mark.parametrize("argv", [["sample", "m.npz", "--n", "100000"], ["reconstruct", "m.npz", "--n", "5000"],

@@ -141,3 +141,33 @@ def test_runs_top_to_bottom(path, tmp_path, monkeypatch, kernel_spec_manager):
     assert not os.listdir(work), f"{path.name} wrote files into its working folder: {os.listdir(work)}"
     images = [o for cell in code for o in cell.outputs if "image/png" in o.get("data", {})]
     assert images, f"{path.name}: no figure was displayed"
+    printed = "".join(o.get("text", "") for cell in code for o in cell.outputs if o.output_type == "stream")
+    for verdict in VERDICTS.get(path.stem, ()):
+        assert re.search(verdict, printed), f"{path.name} did not print its measured verdict {verdict!r}"
+
+
+# Claims about a run's results are computed from its numbers and printed; the prose beside them only explains.
+VERDICTS = {
+    "01_autoencoder_and_pca": [r"at k = 16, (PCA|the autoencoder) reconstructs the test digits better",
+                               r"the autoencoder wins at (k = [\d, ]+|no k tried); PCA wins at",
+                               r"closest to the clean digits: "],
+    "02_vae_step_by_step": [r"the VAE's reconstructions are (closer to|farther from) the originals and "
+                            r"(sharper|blurrier) than notebook 01's autoencoder's",
+                            r"the IWAE bound is (tighter \(lower\)|NOT tighter) by"],
+    "03_latent_space": [r"as beta grows: reconstruction error (rises|does NOT rise) at every step",
+                        r"best true negative ELBO \(recon \+ KL\): beta = ",
+                        r"beta = 4 keeps (fewer|NOT fewer) active units than beta = 1"],
+}
+HARD_CODED = ["a little blurrier than notebook 01", "beats PCA clearly at small", "at every latent size",
+              "PCA usually wins everywhere", "far more of them go"]
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.stem in VERDICTS], ids=lambda p: p.stem)
+def test_prose_states_no_result_the_run_did_not_measure(path):
+    """Verdicts that depend on the run (which model wins, sharper or blurrier) are printed by code, never fixed in
+    the markdown; a squared error is never called nats."""
+    text = "\n".join(cell.source for cell in _read(path).cells)
+    for phrase in HARD_CODED:
+        assert phrase not in text, f"{path.name} says {phrase!r}: print the measured verdict instead"
+    if path.stem == "01_autoencoder_and_pca":  # its losses are squared errors (models.loss_units)
+        assert "nats per" not in text and "models.loss_units(ae)" in text

@@ -232,6 +232,12 @@ def test_beta_tradeoff_plots_recon_and_kl_sorted_by_beta():
     (recon,), (kl,) = recon_ax.get_lines(), kl_ax.get_lines()
     assert list(recon.get_xdata()) == [0.0, 1.0, 4.0] and list(recon.get_ydata()) == [90.0, 100.0, 130.0]
     assert list(kl.get_ydata()) == [30.0, 20.0, 5.0]
+    for ax in (recon_ax, kl_ax):  # a tick at every beta tried (4 included), on a log scale too
+        assert list(ax.get_xticks()) == [0.0, 1.0, 4.0]
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "4"]
+    log_ax, _ = plots.beta_tradeoff([{"beta": b, "recon": 1.0, "kl": 1.0} for b in (0.1, 1.0, 4.0)]).axes
+    assert log_ax.get_xscale() == "log" and list(log_ax.get_xticks()) == [0.1, 1.0, 4.0]
+    assert list(log_ax.get_xticks(minor=True)) == []
     with pytest.raises(ValueError, match="result 1 lacks kl"):
         plots.beta_tradeoff([{"beta": 1.0, "recon": 1.0, "kl": 1.0}, {"beta": 2.0, "recon": 1.0}])
 
@@ -273,3 +279,158 @@ def test_saving_into_a_missing_folder_or_onto_a_folder_is_a_clear_error(x, tmp_p
     with pytest.raises(IsADirectoryError, match="it is a folder"):
         plots.image_grid(x[:4, :], path=tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- figures that scale with n
+def _png_size(path):
+    data = path.read_bytes()
+    return struct.unpack(">II", data[16:24])
+
+
+def _rendered(fig):
+    """The figure drawn as it would be saved: an (H, W) array of its red channel, and the renderer."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[:, :, 0], canvas.get_renderer()
+
+
+def _pixels_per_pixel(ax):
+    """Figure pixels per mosaic pixel of the image on ``ax``, across and down."""
+    (image,) = ax.images
+    rows, cols = image.get_array().shape
+    box = ax.get_window_extent()
+    return round(box.width / cols, 9), round(box.height / rows, 9)
+
+
+GREY = np.full((400, 784), 0.5, dtype=np.float32)  # grey tiles: the white gaps between them stand out
+
+
+@pytest.mark.backends("numpy")
+@pytest.mark.parametrize("n", [5, 15, 20])
+def test_every_gap_between_tiles_survives_rendering(n):
+    """The mosaic is drawn at a whole number of figure pixels per pixel, so no 1-pixel gap is lost (a 15 x 15
+    grid squeezed into fewer pixels than its mosaic has used to drop one of its grid lines)."""
+    model = tv.VAE(784, (8,), 2, rng=0)
+    model.decode = lambda z: GREY[:len(z)]  # grey digits: only the gaps are white
+    fig = plots.latent_manifold(model, n=n)
+    red, _ = _rendered(fig)
+    box = fig.axes[0].get_window_extent()
+    top = red.shape[0] - round(box.y1)
+    crop = red[top:top + round(box.height), round(box.x0):round(box.x0) + round(box.width)]
+    scale = _pixels_per_pixel(fig.axes[0])[0]
+    assert scale == int(scale) >= 1
+    scale = int(scale)
+    white_columns = np.flatnonzero((crop == 255).all(axis=0))
+    white_rows = np.flatnonzero((crop == 255).all(axis=1))
+    assert len(white_columns) == len(white_rows) == (n - 1) * scale  # every gap, each `scale` pixels wide
+
+
+@pytest.mark.backends("numpy")
+def test_reconstructions_wrap_into_rows_and_keep_the_digits_size(x, tmp_path):
+    """n = 5, 30, 100 (the CLI's cap): the PNG grows in rows, never into a thin strip; a digit keeps >= 28 px."""
+    model = tv.Autoencoder(784, (8,), 2, rng=0)
+    xs = tv.asarray(np.tile(host(x), (3, 1)))  # 120 images
+    sizes = {}
+    for n in (5, 30, 100):
+        fig = plots.reconstructions(model, xs, n=n, path=tmp_path / f"r{n}.png")
+        sizes[n] = _png_size(tmp_path / f"r{n}.png")
+        blocks = -(-n // plots.WRAP)
+        assert len(fig.axes) == 2 * blocks  # an original and a reconstruction strip per block of 10
+        for ax in fig.axes:
+            across, down = _pixels_per_pixel(ax)
+            assert across == down == int(across) >= 1  # whole pixels: a 28 x 28 digit is at least 28 x 28 px
+            assert ax.images[0].get_array().shape[1] == min(n, plots.WRAP) * CELL - 1
+    (w5, h5), (w30, h30), (w100, h100) = sizes[5], sizes[30], sizes[100]
+    assert max(w5, w30, w100) <= 800 and w100 / h100 < 1  # no 800 x 30 strip: 100 images make a tall figure
+    assert h5 < h30 < h100 and h100 >= 10 * 2 * 28
+    top = mosaics(plots.reconstructions(model, xs, n=30))
+    assert_tiles(top[2], xs[10:20, :], 10)  # block 2's originals are images 10..19
+
+
+@pytest.mark.backends("numpy")
+@pytest.mark.parametrize("steps", [2, 10, 11, 50, 1000])
+def test_interpolation_wraps_and_labels_its_ends(x, steps):
+    model = tv.VAE(784, (8,), 2, rng=0)
+    fig = plots.interpolation(model, x[0, :], x[1, :], steps=steps)
+    blocks = -(-steps // plots.WRAP)
+    assert len(fig.axes) == blocks
+    first, last = fig.axes[0], fig.axes[-1]
+    labels = [t.get_text() for ax in fig.axes for t in ax.get_xticklabels()]
+    assert labels == ["A", "B"]
+    assert first.get_xticklabels()[0].get_text() == "A" and last.get_xticklabels()[-1].get_text() == "B"
+    # B sits under the last image: its column within the last block
+    col = (steps - 1) % min(steps, plots.WRAP)
+    assert last.get_xticks()[-1] == pytest.approx(col * CELL + 13.5)
+    width, height = fig.get_size_inches() * fig.dpi
+    assert width <= 800 and (steps <= 50 or height > 5 * width)  # 1000 steps: 100 rows, not a 30 px strip
+
+
+def _overlap(a, b):
+    return a.x0 < b.x1 - 0.5 and b.x0 < a.x1 - 0.5 and a.y0 < b.y1 - 0.5 and b.y0 < a.y1 - 0.5
+
+
+@pytest.mark.backends("numpy")
+@pytest.mark.parametrize("figure", ["reconstructions", "denoising", "blend_comparison", "image_rows"])
+@pytest.mark.parametrize("n", [1, 10, 11, 50, 100])
+def test_labels_stay_inside_the_figure_and_never_overlap(figure, n, x):
+    """Every piece of text (title, row labels, end labels) lies inside the figure and clear of the others and of
+    the images, at any n the CLI allows."""
+    xs = tv.asarray(np.tile(host(x), (3, 1)))
+    make = {
+        "reconstructions": lambda: plots.reconstructions(tv.Autoencoder(784, (8,), 2, rng=0), xs, n=n),
+        "denoising": lambda: plots.denoising(tv.DenoisingAutoencoder(784, (8,), 2, rng=0), xs, n=n),
+        "blend_comparison": lambda: plots.blend_comparison(tv.VAE(784, (8,), 2, rng=0), x[0, :], x[1, :],
+                                                           steps=max(n, 2)),
+        "image_rows": lambda: plots.image_rows([("original", xs[:n, :]), ("a much longer label", xs[:n, :])],
+                                               title="a title"),
+    }
+    fig = make[figure]()
+    _, renderer = _rendered(fig)
+    width, height = fig.get_size_inches() * fig.dpi
+    texts = [t for t in [fig._suptitle] if t is not None and t.get_text()]
+    for ax in fig.axes:
+        texts += [ax.yaxis.label] if ax.get_ylabel() else []
+        texts += [t for t in ax.get_xticklabels() if t.get_text()]
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    assert len(boxes) >= 2
+    for box in boxes:
+        assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height
+        assert not any(_overlap(box, ax.get_window_extent()) for ax in fig.axes)
+    for i, a in enumerate(boxes):
+        assert not any(_overlap(a, b) for b in boxes[i + 1:])
+
+
+@pytest.mark.backends("numpy")
+def test_image_rows_label_each_row(mnist):
+    images = mnist[0][:12]
+    fig = plots.image_rows([("original", images), ("PCA", images[::-1]), ("autoencoder", images)], ncols=6)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["original", "PCA", "autoencoder"] * 2
+    assert_tiles(mosaics(fig)[4], images[::-1][6:], 6)
+    with pytest.raises(ValueError, match="at least one image"):
+        plots.image_rows([("empty", images[:0])])
+
+
+@pytest.mark.backends("numpy")
+def test_samples_are_a_square_grid_and_too_many_are_refused():
+    model = tv.VAE(784, (8,), 2, rng=0)
+    fig = plots.samples(model, n=400, rng=0)
+    assert mosaics(fig)[0].shape == (20 * CELL - 1, 20 * CELL - 1)
+    assert _pixels_per_pixel(fig.axes[0])[0] >= 1
+    with pytest.raises(ValueError, match=r"samples: n=100000 is too many images.*at most 2500"):
+        plots.samples(model, n=100000)
+    with pytest.raises(ValueError, match="interpolation: steps=3000 is too many"):
+        plots.interpolation(model, GREY[0], GREY[1], steps=3000)
+
+
+@pytest.mark.backends("numpy")
+def test_training_curves_name_the_units_and_leave_out_a_kl_that_is_always_zero():
+    ae = {"train_loss": [30.0, 20.0], "train_recon": [30.0, 20.0], "train_kl": [0.0, 0.0], "val_kl": [0.0, 0.0]}
+    model = tv.Autoencoder(784, (8,), 2, likelihood="gaussian", rng=0)
+    fig = plots.training_curves(ae, units=tv.models.loss_units(model))
+    assert [ax.get_title() for ax in fig.axes] == ["total loss", "reconstruction"]
+    assert fig.axes[0].get_ylabel() == "squared error per example"
+    assert tv.models.loss_units(tv.VAE(784, (8,), 2, rng=0)) == "nats per example"
+    assert tv.models.loss_units(tv.VAE(784, (8,), 2, likelihood="gaussian", rng=0)) == \
+        "squared error + KL per example"

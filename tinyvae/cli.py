@@ -240,16 +240,16 @@ def _new_or_resumed(args):
 def _figures(model, data, history, out, args):
     """Write the run's figures into ``out``; returns how many."""
     from . import plots
-    from .models import VAE
+    from .models import VAE, loss_units
 
     x_test, labels = data.x_test, data.y_test
     if getattr(model, "num_classes", None):  # a conditional model: its figures need the labels
-        written = [plots.training_curves(history, path=out / "curves.png"),
+        written = [plots.training_curves(history, path=out / "curves.png", units=loss_units(model)),
                    plots.conditional_samples(model, per_digit=8, rng=args.seed, path=out / "samples.png")]
         for fig in written:
             fig.clear()
         return len(written)
-    written = [plots.training_curves(history, path=out / "curves.png"),
+    written = [plots.training_curves(history, path=out / "curves.png", units=loss_units(model)),
                plots.reconstructions(model, x_test, path=out / "reconstructions.png"),
                plots.latent_space(model, x_test[:2000], labels[:2000], path=out / "latent_space.png"),
                plots.blend_comparison(model, x_test[0], x_test[1], path=out / "interpolation.png")]

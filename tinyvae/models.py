@@ -76,6 +76,17 @@ def recon_constant(model):
     return 0.0 if model.likelihood == "bernoulli" else 0.5 * model.input_dim * math.log(math.pi)
 
 
+def loss_units(model):
+    """What the training loss (and ``train.evaluate``) measures, per example, for the model's likelihood.
+
+    Bernoulli: nats (-log p(x|z), plus the KL for a VAE). Gaussian: the squared error, which is -log p(x|z) in nats
+    less ``recon_constant(model)``; a squared error is not in nats until that constant is added.
+    """
+    if model.likelihood == "bernoulli":
+        return "nats per example"
+    return "squared error + KL per example" if hasattr(model, "beta") else "squared error per example"
+
+
 class _Base(Module):
     """What the models share: input checks, the reconstruction term, and the decoder's mean image.
 

@@ -23,13 +23,21 @@ from statistics import NormalDist
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 
 from . import backend as B
 from .files import atomic_write
 from .pca import PCA
 
 DPI = 100
+WRAP = 10             # images per strip before it wraps into another block of rows
+MAX_IMAGES = 2500     # the most images one figure draws: more would be a mosaic too large to view as digits
+_TARGET_PX = 640      # figures whose mosaic is at most half this size are drawn at 2 figure pixels per pixel
+_PAD = 8              # margins, in figure pixels
+_STRIP_GAP = 3        # between the strips of one block
+_CHAR_PX, _TITLE_CHAR_PX = 8, 10   # generous widths of a character of a label (10 pt) and of a title (12 pt)
+_LABEL_PX, _TITLE_PX = 16, 18      # heights of a line of label text and of the title
+_MANIFOLD_LEFT, _MANIFOLD_BAND = 72, 40  # room for the manifold's z2 and z1 ticks and axis labels
 _CMAP = matplotlib.colormaps["gray"].with_extremes(bad="white")  # NaN = the gap between tiles, drawn white
 _HISTORY_KEYS = ("train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl")
 
@@ -56,7 +64,7 @@ def _one_image(a, image_shape, name):
 def _tile(images, ncols, pad=1):
     """Images (N, H, W) laid out row by row, ncols per row, as one (rows, cols) mosaic with NaN gaps."""
     n, h, w = images.shape
-    nrows = math.ceil(n / ncols)
+    nrows = max(1, math.ceil(n / ncols))
     mosaic = np.full((nrows * (h + pad) - pad, ncols * (w + pad) - pad), np.nan, dtype=np.float32)
     for i, image in enumerate(images):
         r, c = divmod(i, ncols)
@@ -64,26 +72,85 @@ def _tile(images, ncols, pad=1):
     return mosaic
 
 
-def _show(ax, images, ncols, label=None):
-    """Draw images as a mosaic on ``ax`` (pixels shown on [0, 1], values outside are clipped), no ticks."""
-    ax.imshow(_tile(images, ncols), cmap=_CMAP, vmin=0.0, vmax=1.0, interpolation="nearest")
+def _show(ax, mosaic, label=None):
+    """Draw a mosaic on ``ax`` (pixels shown on [0, 1], values outside are clipped), no ticks, an optional label."""
+    ax.imshow(mosaic, cmap=_CMAP, vmin=0.0, vmax=1.0, interpolation="nearest", aspect="auto")
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():
         spine.set_visible(False)
     if label:
-        ax.set_ylabel(label, rotation=0, ha="right", va="center")
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", labelpad=_PAD)
 
 
-def _rows(rows, title, path, cell=0.6):
-    """A figure of labelled strips, one per (label, images) pair, each image ~``cell`` inches wide."""
-    ncols = max(len(images) for _, images in rows)
-    margin = 1.3 if any(label for label, _ in rows) else 0.2  # room for the row labels on the left
-    width = min(8.0, margin + cell * ncols)
-    fig = Figure(figsize=(width, 0.5 + (width - margin) / ncols * len(rows)), dpi=DPI, layout="constrained")
-    for ax, (label, images) in zip(fig.subplots(len(rows), 1, squeeze=False)[:, 0], rows):
-        _show(ax, images, ncols, label)
-    fig.suptitle(title)
+def _scale(width, height):
+    """Figure pixels per mosaic pixel: 2 for a small figure, else 1; always a whole number, since a fraction
+    would resample the mosaic (a shrunk one drops the 1-pixel gaps between tiles, a stretched one blurs)."""
+    return 2 if 2 * max(width, height) <= _TARGET_PX else 1
+
+
+def _text_px(text, size=_CHAR_PX):
+    """A generous estimate of the width of a line of text in pixels (labels are short and plain)."""
+    return len(text or "") * size
+
+
+def _pixel_figure(blocks, title=None, *, left=None, band=None):
+    """A figure of mosaics placed pixel-exactly, so that every image pixel is ``scale`` x ``scale`` figure pixels.
+
+    ``blocks`` is a list of blocks, each a list of (label, mosaic) strips drawn one under the other and sharing a
+    left edge; a band of ``band`` pixels (room for tick labels) follows each block. ``left`` is the left margin
+    (default: room for the longest label). Returns the figure and the axes, as a list of lists like ``blocks``.
+    """
+    strips = [m for block in blocks for _, m in block]
+    width = max(m.shape[1] for m in strips)
+    s = _scale(width, sum(m.shape[0] for m in strips))
+    labels = [label for block in blocks for label, _ in block if label]
+    left = left if left is not None else _PAD + (max(map(_text_px, labels)) + _PAD if labels else 0)
+    band = _PAD if band is None else band
+    top = _PAD + (_TITLE_PX + _PAD if title else 0)
+    fig_w = max(left + width * s + _PAD, _text_px(title, _TITLE_CHAR_PX) + 2 * _PAD)
+    fig_h = top + sum(sum(m.shape[0] * s for _, m in block) + _STRIP_GAP * (len(block) - 1) + band
+                      for block in blocks)
+    fig = Figure(figsize=(fig_w / DPI, fig_h / DPI), dpi=DPI)
+    x0 = left + (fig_w - left - _PAD - width * s) // 2  # centred when a long title widens the figure
+    y, axes = top, []
+    for block in blocks:
+        row = []
+        for label, mosaic in block:
+            h, w = mosaic.shape[0] * s, mosaic.shape[1] * s
+            ax = fig.add_axes((x0 / fig_w, (fig_h - y - h) / fig_h, w / fig_w, h / fig_h))
+            _show(ax, mosaic, label)
+            row.append(ax)
+            y += h + _STRIP_GAP
+        axes.append(row)
+        y += band - _STRIP_GAP
+    if title:
+        fig.suptitle(title, y=1.0 - _PAD / fig_h, va="top")
+    return fig, axes
+
+
+def _rows(rows, title, path, *, ncols=None, ends=None):
+    """A figure of labelled strips, one per (label, images) pair, wrapped after ``ncols`` images (default WRAP).
+
+    Block k shows images k*ncols ... (k+1)*ncols - 1 of every strip, one strip under the other, so a long strip
+    grows in rows rather than into a thin line of tiny digits. ``ends`` = (first, last) labels the first and the
+    last image (under the bottom strip), e.g. ("A", "B") for the two ends of a walk.
+    """
+    n = max(len(images) for _, images in rows)
+    ncols = min(n, int(ncols or WRAP))
+    blocks = [[(label, _tile(images[start:start + ncols], ncols)) for label, images in rows]
+              for start in range(0, n, ncols)]
+    fig, axes = _pixel_figure(blocks, title, band=_PAD + _LABEL_PX if ends else None)
+    if ends:
+        w = rows[0][1].shape[2]
+        centre = lambda i: (i % ncols) * (w + 1) + (w - 1) / 2  # noqa: E731  (x of image i in its block)
+        marks = {}
+        for i, text in ((0, ends[0]), (n - 1, ends[1])):
+            marks.setdefault(i // ncols, []).append((centre(i), text))
+        for k, ticks in marks.items():
+            ax = axes[k][-1]
+            ax.set_xticks([x for x, _ in ticks], [text for _, text in ticks])
+            ax.tick_params(axis="x", length=0, pad=2)
     return _save(fig, path)
 
 
@@ -143,40 +210,59 @@ def _walk(model, x_a, x_b, steps, method):
 
 
 # ------------------------------------------------------------------------------------------------------ images
+def _count(n, what):
+    """``n`` as an int in [1, MAX_IMAGES]: a figure has room for so many digits, and no more."""
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise ValueError(f"{what} must be a positive int, got {n!r}")
+    if n > MAX_IMAGES:
+        raise ValueError(f"{what}={n} is too many images for one figure: at most {MAX_IMAGES} are drawn (each "
+                         "digit keeps at least 28 x 28 pixels); draw a subset, or several figures")
+    return int(n)
+
+
 def image_grid(images, ncols=None, title=None, path=None, *, image_shape=(28, 28)):
-    """A grid of images (N, H*W), ``ncols`` per row (default: as square as possible)."""
+    """A grid of images (N, H*W), ``ncols`` per row (default: as square as possible), each pixel >= 1 x 1 px."""
     images = _images(images, image_shape)
-    n = len(images)
-    if n == 0:
+    if len(images) == 0:
         raise ValueError("image_grid: got no images (an array of shape (0, ...))")
+    n = _count(len(images), "image_grid: the number of images")
     ncols = int(ncols) if ncols else math.ceil(math.sqrt(n))
     if ncols < 1:
         raise ValueError(f"ncols must be a positive int, got {ncols!r}")
-    nrows = math.ceil(n / ncols)
-    cell = min(0.5, 6.0 / ncols, 6.0 / nrows)
-    width = max(cell * ncols, 3.0 if title else 0.0) + 0.2  # wide enough for the title
-    fig = Figure(figsize=(width, cell * nrows + (0.55 if title else 0.2)), dpi=DPI, layout="constrained")
-    _show(fig.add_subplot(), images, ncols)
-    if title:
-        fig.suptitle(title)
+    fig, _ = _pixel_figure([[(None, _tile(images, ncols))]], title)
     return _save(fig, path)
 
 
-def reconstructions(model, x, n=10, path=None, *, image_shape=(28, 28)):
-    """The first ``n`` images of x (top row) over ``model.reconstruct`` of them (bottom row)."""
-    if int(n) < 1:
-        raise ValueError(f"reconstructions: n must be at least 1, got {n!r}")
+def image_rows(rows, title=None, path=None, *, ncols=WRAP, ends=None, image_shape=(28, 28)):
+    """Labelled rows of images, e.g. [("original", x), ("PCA", x_pca), ("autoencoder", x_ae)], one under another.
+
+    Each row is a batch (N, H*W); rows longer than ``ncols`` wrap into further blocks of rows (block k holds
+    images k*ncols ... of every row), so the figure grows downwards and every digit keeps its size.
+    ``ends`` = (first, last) labels the first and last image of the bottom row, e.g. ("A", "B").
+    """
+    rows = [(str(label) if label is not None else None, _images(images, image_shape, f"row {label!r}"))
+            for label, images in rows]
+    if not rows or not all(len(images) for _, images in rows):
+        raise ValueError("image_rows: expected a list of (label, images) pairs, each with at least one image")
+    _count(max(len(images) for _, images in rows) * len(rows), "image_rows: the number of images")
+    return _rows(rows, title, path, ncols=ncols, ends=ends)
+
+
+def reconstructions(model, x, n=10, path=None, *, ncols=WRAP, image_shape=(28, 28)):
+    """The first ``n`` images of x over ``model.reconstruct`` of them: pairs of rows, ``ncols`` images wide."""
+    n = _count(n, "reconstructions: n")
     x = _head(x, n)
     with _eval_mode(model):
         recon = model.reconstruct(x)
-    rows = [("original", _images(x, image_shape)), ("reconstruction", _images(recon, image_shape))]
-    return _rows(rows, f"{type(model).__name__}: reconstructions", path)
+    rows = [("original", x), ("reconstruction", recon)]
+    return image_rows(rows, f"{type(model).__name__}: reconstructions", path, ncols=ncols, image_shape=image_shape)
 
 
 def samples(model, n=64, rng=None, path=None, *, image_shape=(28, 28)):
     """``model.sample(n, rng)``: n images decoded from z ~ N(0, I), the prior of a VAE."""
     if not hasattr(model, "sample"):
         raise TypeError(f"samples needs a generative model with .sample(n, rng) (a VAE); got {type(model).__name__}")
+    n = _count(n, "samples: n")
     return image_grid(model.sample(n, rng), title=f"{n} samples from the prior, z ~ N(0, I)", path=path,
                       image_shape=image_shape)
 
@@ -215,58 +301,61 @@ def latent_manifold(model, n=15, path=None, *, image_shape=(28, 28)):
                          f"latent_dim={latent_dim}. Train one with latent_dim=2, or plot latent_space() instead.")
     if not isinstance(n, int) or n < 2:
         raise ValueError(f"n must be an int >= 2, got {n!r}")
+    _count(n * n, "latent_manifold: n * n")
     q = [NormalDist().inv_cdf(float(p)) for p in np.linspace(0.05, 0.95, n)]
     # Row r of the mosaic holds z2 = q[n-1-r] (largest at the top, as on a plot); column c holds z1 = q[c].
     z = np.array([[z1, z2] for z2 in reversed(q) for z1 in q])
     images = _images(model.decode(z), image_shape)
-    fig = Figure(figsize=(5.0, 5.0), dpi=DPI, layout="constrained")
-    ax = fig.add_subplot()
-    _show(ax, images, n)
+    title = "Decoded latent grid (N(0, 1) quantiles 5%-95%)"
+    fig, [[ax]] = _pixel_figure([[(None, _tile(images, n))]], title, left=_MANIFOLD_LEFT, band=_MANIFOLD_BAND)
     h, w = image_shape
     ends = [0, n // 2, n - 1]  # label a few cells: the edges and the middle of the grid, in z units
     ax.set_xticks([c * (w + 1) + (w - 1) / 2 for c in ends], [f"{round(q[c], 2) + 0.0:g}" for c in ends])
     ax.set_yticks([r * (h + 1) + (h - 1) / 2 for r in ends], [f"{round(q[n - 1 - r], 2) + 0.0:g}" for r in ends])
     ax.set_xlabel("z1")
     ax.set_ylabel("z2")
-    ax.set_title("Decoded latent grid (N(0, 1) quantiles 5%-95%)")
     return _save(fig, path)
 
 
-def interpolation(model, x_a, x_b, steps=10, method="linear", path=None, *, image_shape=(28, 28)):
-    """A strip of images decoded along the latent path from x_a to x_b (``model.interpolate``)."""
+def interpolation(model, x_a, x_b, steps=10, method="linear", path=None, *, ncols=WRAP, ends=("A", "B"),
+                  image_shape=(28, 28)):
+    """Images decoded along the latent path from x_a (labelled A) to x_b (B) (``model.interpolate``), wrapped
+    after ``ncols`` images."""
     a, b = _one_image(x_a, image_shape, "x_a"), _one_image(x_b, image_shape, "x_b")
+    steps = _count(steps, "interpolation: steps")
     with _eval_mode(model):
-        images = _images(_walk(model, a, b, steps, method), image_shape)
-    return _rows([(None, images)], f"Latent interpolation ({method}, {steps} steps)", path)
+        images = _walk(model, a, b, steps, method)
+    return image_rows([(None, images)], f"Latent interpolation ({method}, {steps} steps)", path, ncols=ncols,
+                      ends=ends, image_shape=image_shape)
 
 
-def blend_comparison(model, x_a, x_b, steps=10, path=None, *, image_shape=(28, 28)):
+def blend_comparison(model, x_a, x_b, steps=10, path=None, *, ncols=WRAP, ends=("A", "B"), image_shape=(28, 28)):
     """Two strips from x_a to x_b: decoding a straight walk between their codes, and blending their pixels.
 
     Pixel blending (1 - t) x_a + t x_b fades one digit out as the other fades in (a double exposure); the latent
     walk should instead pass through plausible digits, if the model learned a smooth latent space.
     """
     a, b = _one_image(x_a, image_shape, "x_a"), _one_image(x_b, image_shape, "x_b")
+    steps = _count(steps, "blend_comparison: steps")
     with _eval_mode(model):
-        walk = _images(_walk(model, a, b, steps, "linear"), image_shape)
-    t = np.linspace(0.0, 1.0, int(steps)).reshape(-1, 1)
-    blend = _images((1.0 - t) * a + t * b, image_shape)
-    return _rows([("latent walk", walk), ("pixel blend", blend)], "Walking the latent space vs blending pixels",
-                 path)
+        walk = _walk(model, a, b, steps, "linear")
+    t = np.linspace(0.0, 1.0, steps).reshape(-1, 1)
+    return image_rows([("latent walk", walk), ("pixel blend", (1.0 - t) * a + t * b)],
+                      "Walking the latent space vs blending pixels", path, ncols=ncols, ends=ends,
+                      image_shape=image_shape)
 
 
-def denoising(model, x, rng=None, n=8, path=None, *, image_shape=(28, 28)):
+def denoising(model, x, rng=None, n=8, path=None, *, ncols=WRAP, image_shape=(28, 28)):
     """Three rows: clean images, ``model.corrupt`` of them, and the model's reconstruction of the corrupted ones."""
     if not hasattr(model, "corrupt"):
         raise TypeError(f"denoising needs a DenoisingAutoencoder (a model with .corrupt); got {type(model).__name__}")
-    x = _head(x, n)
+    x = _head(x, _count(n, "denoising: n"))
     corrupted = model.corrupt(x, rng)
     with _eval_mode(model):  # eval mode: the model must not corrupt its (already corrupted) input again
         denoised = model.reconstruct(corrupted)
-    rows = [("clean", _images(x, image_shape)), ("corrupted", _images(corrupted, image_shape)),
-            ("denoised", _images(denoised, image_shape))]
     noise = f"{getattr(model, 'noise', '?')} noise, level {getattr(model, 'noise_level', float('nan')):g}"
-    return _rows(rows, f"Denoising ({noise})", path)
+    return image_rows([("clean", x), ("corrupted", corrupted), ("denoised", denoised)], f"Denoising ({noise})",
+                      path, ncols=ncols, image_shape=image_shape)
 
 
 # ------------------------------------------------------------------------------------------------ latent codes
@@ -319,12 +408,14 @@ def _pca2(codes):
 
 
 # ---------------------------------------------------------------------------------------------------- numbers
-def training_curves(history, path=None):
-    """Loss, reconstruction and KL (nats per example) against epoch, for training and, when present, validation.
+def training_curves(history, path=None, *, units="nats per example"):
+    """Loss, reconstruction and KL against epoch, for training and, when present, validation.
 
     ``history`` is a dict of lists with keys train_loss, train_recon, train_kl, val_loss, val_recon, val_kl (any
     may be missing or empty) and optionally "epochs" (the x values, e.g. 6, 7, 8 for a resumed run; else 1, 2, ...),
-    or an object with ``to_dict()`` giving one (``tinyvae.train.History``).
+    or an object with ``to_dict()`` giving one (``tinyvae.train.History``). ``units`` labels the y axis: the
+    default suits a Bernoulli likelihood; ``tinyvae.models.loss_units(model)`` gives the right one for any model.
+    The KL panel is left out when every KL is zero (an autoencoder has no KL term).
     """
     if hasattr(history, "to_dict"):
         history = history.to_dict()
@@ -334,10 +425,14 @@ def training_curves(history, path=None):
     if not any(history.get(k) for k in _HISTORY_KEYS):
         raise ValueError(f"training_curves: the history holds none of {', '.join(_HISTORY_KEYS)} (got keys "
                          f"{sorted(history)})")
-    fig = Figure(figsize=(8.0, 2.8), dpi=DPI, layout="constrained")
-    axes = fig.subplots(1, 3)
+    parts = [("loss", "total loss"), ("recon", "reconstruction"), ("kl", "KL")]
+    kl = [float(v) for split in ("train", "val") for v in (history.get(f"{split}_kl") or [])]
+    if kl and not any(kl):
+        parts = parts[:2]
+    fig = Figure(figsize=(8.0 * len(parts) / 3, 2.8), dpi=DPI, layout="constrained")
+    axes = fig.subplots(1, len(parts))
     epochs = list(history.get("epochs") or [])  # History counts on from where a resumed run started
-    for ax, (part, name) in zip(axes, [("loss", "total loss"), ("recon", "reconstruction"), ("kl", "KL")]):
+    for ax, (part, name) in zip(axes, parts):
         for split, style in [("train", "-"), ("val", "--")]:
             values = [float(v) for v in (history.get(f"{split}_{part}") or [])]
             if values:
@@ -348,7 +443,7 @@ def training_curves(history, path=None):
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("nats per example")
+    axes[0].set_ylabel(units)
     axes[0].legend(fontsize="small")
     return _save(fig, path)
 
@@ -382,7 +477,8 @@ def ae_vs_pca(latents, ae_errors, pca_errors, path=None):
 
 
 def beta_tradeoff(results, path=None):
-    """Reconstruction and KL (nats per example) against beta, for a list of {"beta", "recon", "kl"} dicts.
+    """Reconstruction and KL (nats per example) against beta, for a list of {"beta", "recon", "kl"} dicts; every
+    beta tried is a tick on the x axis.
 
     Raising beta buys a smaller KL (a code closer to the prior) with a worse reconstruction.
     """
@@ -405,6 +501,8 @@ def beta_tradeoff(results, path=None):
                 ax.set_xscale("log")
             else:
                 ax.set_xscale("symlog", linthresh=min(positive))
+        ax.set_xticks(beta, [f"{b:g}" for b in beta])  # a tick at every beta tried, and only there
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_title(f"{name} vs beta")
         ax.set_xlabel("beta")
         ax.set_ylabel("nats per example")

@@ -113,14 +113,18 @@ def _set(param, value, grad):
     param.grad[...] = grad  # non-zero: a backward that assigns instead of adding is caught
 
 
-def dense(tv, p, a):
-    layer = tv.Dense(p["in"], p["out"], dtype="float64")
+def _forward_backward(layer, p, a):
+    """A layer with weights W, b and non-zero starting gradients: one forward, one backward; dx and the grads."""
     layer.input_grad = p["input_grad"]
     _set(layer.W, a["W"], a["gW"])
     _set(layer.b, a["b"], a["gb"])
     layer.forward(a["x"])
     dx = layer.backward(a["dout"])
     return {"dx": dx, "W.grad": layer.W.grad, "b.grad": layer.b.grad}
+
+
+def dense(tv, p, a):
+    return _forward_backward(tv.Dense(p["in"], p["out"], dtype="float64"), p, a)
 
 
 def activation(tv, p, a):
@@ -197,12 +201,7 @@ def col2im(tv, p, a):
 
 def conv2d(tv, p, a):
     layer = tv.Conv2d(p["c"], p["f"], p["k"], stride=p["stride"], padding=p["padding"], dtype="float64")
-    layer.input_grad = p["input_grad"]
-    _set(layer.W, a["W"], a["gW"])
-    _set(layer.b, a["b"], a["gb"])
-    layer.forward(a["x"])
-    dx = layer.backward(a["dout"])
-    return {"dx": dx, "W.grad": layer.W.grad, "b.grad": layer.b.grad}
+    return _forward_backward(layer, p, a)
 
 
 SCENARIOS = {"dense": dense, "activation": activation, "bce": bce, "kl": kl, "reparam": reparam,
