@@ -117,7 +117,8 @@ MODEL_OPTIONS = [
     (("--hidden",), dict(type=_int_list, default=[400], help="hidden layer sizes, e.g. 400 or 512,256"), "hidden"),
     (("--channels",), dict(type=_int_list, default=[32, 64],
                            help="channels of the stride-2 convolutions (convvae, convae), e.g. 32,64"), "channels"),
-    (("--beta",), dict(type=float, default=1.0, help="weight of the KL term (VAE)"), "beta"),
+    (("--beta",), dict(type=float, default=None,
+                       help="weight of the KL term (default: the model's own: 1, and 4 for cvae)"), "beta"),
     (("--likelihood",), dict(choices=("bernoulli", "gaussian"), default="bernoulli",
                              help="decoder likelihood: Bernoulli (BCE, nats) or Gaussian N(x; mean, I/2)"),
      "likelihood"),
@@ -148,7 +149,8 @@ def _model_kwargs(args, data):
     accepted = inspect.signature(cls).parameters
     kwargs = {"input_dim": data.x_train.shape[1], "dtype": args.dtype, "rng": args.seed}
     for _, _, name in MODEL_OPTIONS:
-        kwargs[name] = getattr(args, name)
+        if getattr(args, name) is not None:  # None: the option was not given and the model's default applies
+            kwargs[name] = getattr(args, name)
     kwargs.update(MODEL_KWARGS.get(args.model, lambda a, d: {})(args, data))
     if args.k != 1 and "k" not in accepted:
         raise UsageError(f"tinyvae train: error: --train-k {args.k}: --model {args.model} has no importance-"
