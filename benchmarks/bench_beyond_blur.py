@@ -9,7 +9,8 @@ split. For each model: the Frechet distance of the shipped classifier's penultim
 prior samples and the test images (the FID recipe with an MNIST classifier in place of Inception: NOT comparable
 to published FIDs), the sharpness (mean Laplacian energy; the real test images' figure is printed beside it), the
 digit shares' range (mode collapse), and seconds per training epoch. VAE and VAE-GAN are trained with --seeds
-seeds (mean and spread); the CVAE adds the classifier's accuracy on the digit it was asked for; the VAE and the
+seeds (mean and spread); the CVAE (with its default beta = 4, see ConditionalVAE) adds the classifier's accuracy
+on the digit it was asked for; the VAE and the
 IWAE (k = 5) add the test IWAE bound (k = --iwae-k, on the first --iwae-n test images) and active units.
 Models not in this checkout (the VAE-GAN) are listed as missing rather than failing the run.
 """
