@@ -25,7 +25,8 @@ def _batch(n=3, seed=0):
 # ------------------------------------------------------------------------------------------------ the objective
 @pytest.mark.backends("numpy")  # the strict backend runs the batch-of-one and IWAE checks below
 @pytest.mark.parametrize("kw", [dict(likelihood="bernoulli"), dict(likelihood="gaussian", beta=0.5),
-                                dict(hidden=(), beta=2.0), dict(hidden=(5, 4), activation="tanh")], ids=str)  # tanh: no kink
+                                dict(hidden=(), beta=2.0), dict(hidden=(5, 4), activation="tanh")],  # no kink
+                         ids=str)
 def test_the_whole_objective_is_gradient_checked(kw):
     x, y, rng = _batch()
     report = check_model(_cvae(**kw), x, y=y, eps=tv.asarray(rng.normal(size=(3, 3)), dtype="float64"))

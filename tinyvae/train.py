@@ -14,7 +14,6 @@ import time
 from tqdm.auto import tqdm
 
 from . import backend as B
-from . import losses
 from .optim import Adam, clip_grad_norm
 
 
