@@ -41,22 +41,23 @@ class TorchVAE(torch.nn.Module):
     def copy_to(self, model):
         """Put these weights into a tinyvae VAE (to score both models with one implementation)."""
         for linear, dense in self.layer_pairs(model):
-            dense.W.data[...] = tv.asarray(linear.weight.detach().numpy().T.copy())
-            dense.b.data[...] = tv.asarray(linear.bias.detach().numpy().copy())
+            dense.W.data[...] = tv.asarray(linear.weight.detach().cpu().numpy().T.copy())
+            dense.b.data[...] = tv.asarray(linear.bias.detach().cpu().numpy().copy())
         return model
 
 
 def torch_iwae_bound(twin, x, k=1000, rows=20_000, seed=0):
     """The IWAE bound on -log p(x) (mean nats per image) computed in plain PyTorch, the same chunking as tinyvae's:
-    about ``rows`` (example, sample) rows through the decoder at once, torch.logsumexp over the k samples."""
-    gen = torch.Generator().manual_seed(seed)
+    about ``rows`` (example, sample) rows through the decoder at once, torch.logsumexp over the k samples. The noise
+    is drawn on ``x``'s device (a CUDA tensor: on the GPU)."""
+    gen = torch.Generator(device=x.device).manual_seed(seed)
     per_chunk, total = max(1, rows // k), 0.0
     with torch.no_grad():
         for a in range(0, x.shape[0], per_chunk):
             xc = x[a:a + per_chunk]
             h = torch.relu(twin.enc(xc))
             mu, logvar = twin.mu(h), twin.logvar(h)
-            eps = torch.randn((xc.shape[0], k, mu.shape[1]), generator=gen)
+            eps = torch.randn((xc.shape[0], k, mu.shape[1]), generator=gen, device=x.device)
             z = mu[:, None, :] + torch.exp(0.5 * logvar)[:, None, :] * eps
             logits = twin.dec2(torch.relu(twin.dec1(z)))
             log_px = -torch.nn.functional.binary_cross_entropy_with_logits(

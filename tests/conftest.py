@@ -11,7 +11,7 @@ import tinyvae
 
 # Optional test packages (the "test" extra), by module name: a test that needs one is marked
 # ``@pytest.mark.needs("array_api_strict")`` and is skipped, naming the package, where it is not installed.
-OPTIONAL = {"array_api_strict": "array-api-strict", "nbclient": "nbclient"}
+OPTIONAL = {"array_api_strict": "array-api-strict", "nbclient": "nbclient", "hypothesis": "hypothesis"}
 _missing = {}
 
 
@@ -71,15 +71,15 @@ def xp(backend):
 def pytest_collection_modifyitems(config, items):
     try:
         tinyvae.use("cupy")
-        has_gpu = True
-    except tinyvae.BackendUnavailable:
-        has_gpu = False
+        why_not = None
+    except tinyvae.BackendUnavailable as err:  # "CuPy is not installed" or "... found no usable CUDA device"
+        why_not = str(err).split(". ")[0].replace("backend 'cupy': ", "")
     finally:
         tinyvae.use("numpy")
-    skip = pytest.mark.skip(reason="needs CuPy and a CUDA device")
+    skip = pytest.mark.skip(reason=f"needs CuPy and a CUDA device ({why_not})")
     for item in items:
-        if "gpu" in item.keywords and not has_gpu:
-            item.add_marker(skip)
+        if "gpu" in item.keywords and why_not is not None:
+            item.add_marker(skip, append=False)  # this reason first, before "not run under the selected backends"
         for marker in item.iter_markers("needs"):
             for module in marker.args:
                 if missing(module):

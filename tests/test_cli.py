@@ -496,3 +496,14 @@ def test_figures_at_the_cap_grow_in_rows(argv, vae_run, tmp_path, capsys):
 def test_figures_too_large_to_draw_are_refused_with_the_cap(argv, capsys):
     code, _, err = run_cli(argv, capsys)
     assert_usage_error(code, err, argv[2], "at most")
+
+
+def test_readme_lists_every_subcommand_and_the_figure_caps():
+    from tinyvae.cli import SUBCOMMANDS
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text[text.index("## The command line"):text.index("## Data")]
+    for name in SUBCOMMANDS:
+        assert f"tinyvae {name} " in block, f"README's command-line section lacks tinyvae {name}"
+    for cap in ("n <= 400", "n <= 100", "steps <= 50", "--resume RUN_DIR"):
+        assert cap in block

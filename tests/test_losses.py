@@ -5,8 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
+from hypothesis_or_skip import HealthCheck, assume, given, settings, st
 
 import tinyvae as tv
 from tinyvae import backend as B

@@ -4,8 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis_or_skip import HealthCheck, given, settings, st
 
 import tinyvae as tv
 from tinyvae import backend as B

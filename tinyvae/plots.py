@@ -2,11 +2,11 @@
 
 Every function builds a ``matplotlib.figure.Figure`` with the object API (no pyplot, no global state, no
 ``show()``), so it works headless, in scripts and in notebooks (a returned Figure displays itself in Jupyter).
-Each returns the Figure and, given ``path``, also writes it there as a PNG.
-
-Images are rows of a batch (N, H*W) on any backend, shown as H x W grey digits (``image_shape=(28, 28)``).
-A grid of digits is drawn as one mosaic image per row of the figure (tiles separated by a 1-pixel gap), which
-keeps the figures light: a grid of 64 samples is one ``imshow``, not 64 axes.
+Each returns the Figure and, given ``path``, also writes it there as a PNG. Images are rows of a batch (N, H*W)
+on any backend, shown as H x W grey digits. A grid of digits is one mosaic image (tiles 1 pixel apart): a grid of
+64 samples is one ``imshow``, not 64 axes. Mosaics are placed pixel-exactly (each pixel 1 x 1 or 2 x 2 figure
+pixels, so a digit keeps >= 28 x 28 pixels and no gap is lost); figures grow in rows (strips wrap after ``WRAP``
+images), and more than ``MAX_IMAGES`` images are refused.
 
     >>> import tinyvae as tv
     >>> from tinyvae import plots
@@ -143,10 +143,9 @@ def _rows(rows, title, path, *, ncols=None, ends=None):
     fig, axes = _pixel_figure(blocks, title, band=_PAD + _LABEL_PX if ends else None)
     if ends:
         w = rows[0][1].shape[2]
-        centre = lambda i: (i % ncols) * (w + 1) + (w - 1) / 2  # noqa: E731  (x of image i in its block)
-        marks = {}
+        marks = {}  # block -> [(x of the image's centre within its block, text)]
         for i, text in ((0, ends[0]), (n - 1, ends[1])):
-            marks.setdefault(i // ncols, []).append((centre(i), text))
+            marks.setdefault(i // ncols, []).append(((i % ncols) * (w + 1) + (w - 1) / 2, text))
         for k, ticks in marks.items():
             ax = axes[k][-1]
             ax.set_xticks([x for x, _ in ticks], [text for _, text in ticks])
@@ -245,7 +244,7 @@ def image_rows(rows, title=None, path=None, *, ncols=WRAP, ends=None, image_shap
     if not rows or not all(len(images) for _, images in rows):
         raise ValueError("image_rows: expected a list of (label, images) pairs, each with at least one image")
     _count(max(len(images) for _, images in rows) * len(rows), "image_rows: the number of images")
-    return _rows(rows, title, path, ncols=ncols, ends=ends)
+    return _rows(rows, title, path, ncols=_count(ncols, "image_rows: ncols"), ends=ends)
 
 
 def reconstructions(model, x, n=10, path=None, *, ncols=WRAP, image_shape=(28, 28)):

@@ -67,14 +67,15 @@ def command(sandbox, runner, student_root, workdir, rfd, wfd):
     python = str(Path(sys.executable))
     if sandbox == "none":
         return [python, "-I", str(runner), str(rfd), str(wfd), str(student_root)], dict(CHILD_ENV), str(workdir)
-    argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--clearenv"]
+    # /tmp first: a runtime folder under /tmp (a virtual environment made there) is then bound on top of it
+    argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--clearenv", "--tmpfs", "/tmp"]
     for d in _runtime_dirs():
         argv += ["--ro-bind", d, d]
     for hidden in {SOLUTION_DIR, SOLUTION_DIR.parent}:  # the solution (and its checkout), where it is mounted
         if any(str(hidden).startswith(d.rstrip("/") + "/") for d in _runtime_dirs()) \
                 and not str(hidden).rstrip("/").endswith(("site-packages", "dist-packages")):
             argv += ["--tmpfs", str(hidden)]
-    argv += ["--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev",
+    argv += ["--proc", "/proc", "--dev", "/dev",
              "--ro-bind", str(student_root), "/submission", "--ro-bind", str(runner), "/grader/runner.py",
              "--chdir", "/tmp"]
     for key, value in CHILD_ENV.items():

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The project's checks that need a GPU, in one script (about 8 minutes at most on one H200):
+#   1. the whole test suite under NumPy and CuPy (the tests marked gpu run only here),
+#   2. benchmarks/bench_gpu.py in full: tinyvae on CuPy against PyTorch CUDA, the table and its ratios.
+#
+# Needs a CUDA GPU, CuPy and a CUDA build of PyTorch:
+#     pip install -e ".[test,gpu,bench]"     (CUDA 13: pip install -e ".[test,bench]" cupy-cuda13x)
+#     bash benchmarks/gpu_check.sh
+# Writes nvidia-smi.txt, pytest.txt, bench_gpu.txt and bench_gpu.json into $OUT if it is set, else into
+# ./gpu_check_out. Exits non-zero if the tests or the benchmark failed (each still runs if the other fails).
+set -u
+cd "$(dirname "$0")/.."
+out="${OUT:-gpu_check_out}"
+mkdir -p "$out"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"   # this checkout's tinyvae, installed or not
+export MPLBACKEND=Agg
+python="${PYTHON:-python}"
+
+{ date -u; nvidia-smi 2>&1 || echo "(nvidia-smi not found)"; } > "$out/nvidia-smi.txt"
+
+timeout 330 "$python" -m pytest --backends numpy,cupy -q -p no:cacheprovider -rs 2>&1 | tee "$out/pytest.txt"
+tests=${PIPESTATUS[0]}
+
+timeout 150 "$python" benchmarks/bench_gpu.py --json "$out/bench_gpu.json" 2>&1 | tee "$out/bench_gpu.txt"
+bench=${PIPESTATUS[0]}
+
+echo "gpu_check: pytest exit $tests, bench_gpu exit $bench (124: stopped by the time limit); outputs in $out"
+[ "$tests" -eq 0 ] && [ "$bench" -eq 0 ]
