@@ -39,10 +39,10 @@ def _library_names():
     """Public names of tinyvae and of its modules: a notebook must call these, not define its own."""
     modules = [tinyvae, tinyvae.losses, tinyvae.gradcheck, tinyvae.train, tinyvae.models, tinyvae.experiments,
                tinyvae.layers, tinyvae.activations, tinyvae.module, tinyvae.optim, tinyvae.pca, tinyvae.reparam,
-               tinyvae.conv, tinyvae.conv_models, tinyvae.metrics]
-    from tinyvae import plots
+               tinyvae.conv, tinyvae.conv_models]
+    from tinyvae import metrics, plots
 
-    modules.append(plots)
+    modules += [plots, metrics]
     return {name for m in modules for name in vars(m) if not name.startswith("_")}
 
 
