@@ -157,6 +157,9 @@ VERDICTS = {
     "03_latent_space": [r"as beta grows: reconstruction error (rises|does NOT rise) at every step",
                         r"best true negative ELBO \(recon \+ KL\): beta = ",
                         r"beta = 4 keeps (fewer|NOT fewer) active units than beta = 1"],
+    "04_gpu_with_cupy": [r"on (numpy|cupy), a step at batch 128 is (overhead|compute)-bound: 8x the images",
+                         r"the fused Adam over the flat buffer is [\d.]+x (faster|slower) than",
+                         r"(UNDER-TRAINED|trained): [\d.]+ nats"],
 }
 HARD_CODED = ["a little blurrier than notebook 01", "beats PCA clearly at small", "at every latent size",
               "PCA usually wins everywhere", "far more of them go"]
