@@ -127,6 +127,11 @@ MANIFEST = (
           "dl_f = sigmoid(l_f) / N_f",
           "the GAN discriminator's loss (real images labelled 1, fakes 0, each set averaged) and its gradients "
           "w.r.t. both sets of logits", "disc_loss"),
+    Entry("iwae_loss", "losses.py", "iwae_loss", 10,
+          "lse_i = logsumexp_j log w_ij, shifted by the row max (_logsumexp); value = 1/N sum_i (log k - lse_i); "
+          "dlog_w = -exp(log w - lse) / N: minus the normalized importance weights (softmax over j), over N",
+          "the batch-mean negative IWAE bound -1/N sum_i log (1/k sum_j w_ij) from log weights (N, k), and its "
+          "gradient, finite at log w = +-1e4", "iwae", also_blanks=(("losses.py", "iwae_loss_per_example"),)),
     Entry("Reparameterize.backward", "reparam.py", "Reparameterize.backward", 10,
           "reparameterize_backward: z = mu + exp(logvar / 2) * eps, so dmu = dz and "
           "dlogvar = dz * eps * exp(logvar / 2) / 2 (std = exp(logvar / 2) is kept by forward)",
@@ -275,6 +280,12 @@ def disc_loss_cases(rng):
     cases = [({}, {"real": rng.normal(size=(n_r, 1)) * 3.0, "fake": rng.normal(size=(n_f, 1)) * 3.0})
              for n_r, n_f in ((3, 6), (1, 1), (4, 3))]
     cases.append(({"kind": "logits +-1e4"}, {"real": np.array([[1e4], [-1e4]]), "fake": np.array([[-1e4], [1e4]])}))
+
+
+def iwae_cases(rng):
+    cases = [({}, {"log_w": rng.normal(size=(n, k)) * 3.0 - 50.0}) for n, k in ((4, 5), (1, 3), (3, 1))]
+    big = np.array([[1e4, -1e4, 1e4, 0.0], [-1e4, -1e4 + 1.0, -2e4, -1e4]])
+    cases.append(({"kind": "log w +-1e4"}, {"log_w": big}))
     return cases
 
 
@@ -352,6 +363,7 @@ CASES = {
     "gaussian_kl": kl_cases,
     "softmax_cross_entropy": softmax_ce_cases,
     "discriminator_loss": disc_loss_cases,
+    "iwae_loss": iwae_cases,
     "Reparameterize.backward": reparam_cases,
     "VAE.backward": vae_cases,
     "Adam.step": adam_cases,
