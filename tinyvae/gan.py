@@ -10,7 +10,8 @@ With x_rec = dec(z), z ~ q(z|x), x_p = dec(z_p), z_p ~ N(0, I), f(.) D's last hi
     L_llike = 1/2 ||f(x) - f(x_rec)||^2                               (a Gaussian in D's hidden layer, per Larsen)
     L_pixel = BCE(dec(z), x)                                          (optional pixel term, weight ``pixel_weight``)
     L_rec   = L_llike + pixel_weight * L_pixel
-    L_dis   = -log s(D(x)) - mean over the 2N fakes of log(1 - s(D(x_fake)))     (``discriminator_loss``)
+    L_dis   = -mean over the N images of log s(D(x)) - mean over the 2N fakes of log(1 - s(D(x_fake)))
+                                                                      (``discriminator_loss``)
     L_gen   = -mean over the 2N fakes of log s(D(x_fake))          (non-saturating, ``generator_loss``)
 Each network minimises its own objective (Larsen's Algorithm 1):
     encoder: beta * L_prior + L_rec       decoder: gamma * L_rec + L_gen       discriminator: L_dis
@@ -276,8 +277,8 @@ class VAEGANHistory(History):
 def make_optimizers(model, lr=1e-3, disc_lr=2e-4, betas=(0.5, 0.999)):
     """``optim.PerNetwork`` with one Adam per network of ``model.networks()``: ``lr`` for the encoder and the
     decoder (the VAE's usual 1e-3), ``disc_lr`` for the discriminator (None: ``lr``). A slower discriminator keeps
-    the game balanced: at equal rates it wins early and its gradients push the decoder's samples towards a few
-    digits. beta1 = 0.5, as GANs usually train (Radford et al. 2016): less momentum against a moving opponent."""
+    the game balanced: with all three networks at 2e-4 it won early and the samples collapsed onto a few digits
+    (docs/benchmarks.md). beta1 = 0.5, as GANs usually train (Radford et al. 2016): less momentum against a moving opponent."""
     return PerNetwork({name: Adam(params, lr=disc_lr if (name == "discriminator" and disc_lr) else lr,
                                   betas=betas) for name, params in model.networks().items()})
 

@@ -280,6 +280,7 @@ def disc_loss_cases(rng):
     cases = [({}, {"real": rng.normal(size=(n_r, 1)) * 3.0, "fake": rng.normal(size=(n_f, 1)) * 3.0})
              for n_r, n_f in ((3, 6), (1, 1), (4, 3))]
     cases.append(({"kind": "logits +-1e4"}, {"real": np.array([[1e4], [-1e4]]), "fake": np.array([[-1e4], [1e4]])}))
+    return cases
 
 
 def iwae_cases(rng):
