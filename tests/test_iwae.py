@@ -162,3 +162,16 @@ def test_train_k_trains_the_iwae_and_is_refused_for_an_autoencoder(tmp_path, cap
                  str(tmp_path / "ae")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--train-k 3: --model ae has no importance-weighted objective" in err[0]
+
+
+@pytest.mark.backends("numpy")
+def test_train_options_reach_a_model_that_passes_them_on():
+    """ConvVAE takes the objective's options (beta, k) through **objective: --beta and --train-k reach it."""
+    from tinyvae.cli import _model_kwargs, build_parser
+
+    data = tv.datasets.load("mnist-small")
+    args = build_parser().parse_args(["train", "--model", "convvae", "--beta", "2", "--train-k", "3"])
+    kwargs = _model_kwargs(args, data)
+    assert kwargs["beta"] == 2.0 and kwargs["k"] == 3 and kwargs["channels"] == [32, 64]
+    model = tv.models.MODELS["convvae"](**{**kwargs, "channels": [2], "image_shape": (1, 28, 28)})
+    assert (model.beta, model.k) == (2.0, 3)

@@ -141,12 +141,19 @@ MODEL_KWARGS = {
 }
 
 
+def _constructor_keywords(cls):
+    """The keywords ``cls(...)`` takes: its signature's, and its config keys (``models.build`` rebuilds a model from
+    them, so each is a keyword; ConvVAE takes beta and k through ``**objective``)."""
+    params = inspect.signature(cls).parameters
+    return set(params) | set(getattr(cls, "_config_keys", ()))
+
+
 def _model_kwargs(args, data):
     """The constructor arguments of ``--model``: every registered option its constructor takes, plus its extras."""
     from .models import MODELS
 
     cls = MODELS[args.model]
-    accepted = inspect.signature(cls).parameters
+    accepted = _constructor_keywords(cls)
     kwargs = {"input_dim": data.x_train.shape[1], "dtype": args.dtype, "rng": args.seed}
     for _, _, name in MODEL_OPTIONS:
         if getattr(args, name) is not None:  # None: the option was not given and the model's default applies
