@@ -189,6 +189,13 @@ BUGS = [
         if self.hidden:
             self.encoder.backward(dh)
         """),
+    ("iwae_loss", """
+        log_w = _log_weights_2d(log_w, "iwae_loss")
+        xp = B.get_xp()
+        n, k = log_w.shape
+        lse = _logsumexp(log_w)
+        return math.log(k) - float(xp.sum(lse)) / n, -xp.exp(log_w) / n  # the raw weights, never normalized
+        """),
     ("Adam.step", """
         self.t += 1
         for p, g, m, v in self._flat_groups():

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.backends("numpy")
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 EXPECTED = ("01_autoencoder_and_pca", "02_vae_step_by_step", "03_latent_space", "04_gpu_with_cupy",
-            "07_convolutions_by_hand")
+            "06_conditional_and_iwae", "07_convolutions_by_hand")
 
 
 def _read(path):
@@ -40,9 +40,9 @@ def _library_names():
     modules = [tinyvae, tinyvae.losses, tinyvae.gradcheck, tinyvae.train, tinyvae.models, tinyvae.experiments,
                tinyvae.layers, tinyvae.activations, tinyvae.module, tinyvae.optim, tinyvae.pca, tinyvae.reparam,
                tinyvae.conv, tinyvae.conv_models]
-    from tinyvae import plots
+    from tinyvae import metrics, plots
 
-    modules.append(plots)
+    modules += [plots, metrics]
     return {name for m in modules for name in vars(m) if not name.startswith("_")}
 
 
@@ -157,6 +157,14 @@ VERDICTS = {
     "03_latent_space": [r"as beta grows: reconstruction error (rises|does NOT rise) at every step",
                         r"best true negative ELBO \(recon \+ KL\): beta = ",
                         r"beta = 4 keeps (fewer|NOT fewer) active units than beta = 1"],
+    "04_gpu_with_cupy": [r"on (numpy|cupy), a step at batch 128 is (overhead|compute)-bound: 8x the images",
+                         r"the fused Adam over the flat buffer is [\d.]+x (faster|slower) than",
+                         r"(UNDER-TRAINED|trained): [\d.]+ nats"],
+    "06_conditional_and_iwae": [r"the classifier finds the requested digit in [\d.]+% of \d+ samples",
+                                r"beta = 4 draws the requested digit [\d.]+% (more|less) often, with a bound on "
+                                r"-log p\(x \| y\) [\d.]+ nats (looser|tighter)",
+                                r"the IWAE-trained model's test bound is [\d.]+ nats (tighter|looser) than the VAE's",
+                                r"(as many active units as|\d+ (more|fewer) active units than) the VAE"],
 }
 HARD_CODED = ["a little blurrier than notebook 01", "beats PCA clearly at small", "at every latent size",
               "PCA usually wins everywhere", "far more of them go"]

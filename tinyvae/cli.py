@@ -117,7 +117,8 @@ MODEL_OPTIONS = [
     (("--hidden",), dict(type=_int_list, default=[400], help="hidden layer sizes, e.g. 400 or 512,256"), "hidden"),
     (("--channels",), dict(type=_int_list, default=[32, 64],
                            help="channels of the stride-2 convolutions (convvae, convae), e.g. 32,64"), "channels"),
-    (("--beta",), dict(type=float, default=1.0, help="weight of the KL term (VAE)"), "beta"),
+    (("--beta",), dict(type=float, default=None,
+                       help="weight of the KL term (default: the model's own: 1, and 4 for cvae)"), "beta"),
     (("--likelihood",), dict(choices=("bernoulli", "gaussian"), default="bernoulli",
                              help="decoder likelihood: Bernoulli (BCE, nats) or Gaussian N(x; mean, I/2)"),
      "likelihood"),
@@ -126,15 +127,25 @@ MODEL_OPTIONS = [
     (("--noise",), dict(choices=("gaussian", "masking"), default="gaussian", help="corruption (dae)"), "noise"),
     (("--noise-level",), dict(type=float, default=0.5, help="noise std or masking probability (dae)"),
      "noise_level"),
-    (("--iwae-k",), dict(type=_at_least(1), default=1,
-                         help="importance samples of the training objective (VAE; k > 1 trains on the IWAE bound)"),
+    (("--train-k",), dict(type=_at_least(1), default=1,
+                          help="importance samples per image in the TRAINING objective (vae, cvae, convvae): k > 1 "
+                               "trains on the IWAE bound, 1 is the plain ELBO (the test bound's own k is "
+                               "`tinyvae evaluate --k`)"),
      "k"),
 ]
 # kind -> function(args, data) -> extra constructor keywords computed from the data
 MODEL_KWARGS = {
     "convvae": lambda args, data: {"image_shape": (1, *data.image_shape)},
     "convae": lambda args, data: {"image_shape": (1, *data.image_shape)},
+    "cvae": lambda args, data: {"num_classes": int(max(data.y_train.max(), data.y_test.max())) + 1},
 }
+
+
+def _constructor_keywords(cls):
+    """The keywords ``cls(...)`` takes: its signature's, and its config keys (``models.build`` rebuilds a model from
+    them, so each is a keyword; ConvVAE takes beta and k through ``**objective``)."""
+    params = inspect.signature(cls).parameters
+    return set(params) | set(getattr(cls, "_config_keys", ()))
 
 
 def _model_kwargs(args, data):
@@ -142,14 +153,15 @@ def _model_kwargs(args, data):
     from .models import MODELS
 
     cls = MODELS[args.model]
-    accepted = inspect.signature(cls).parameters
+    accepted = _constructor_keywords(cls)
     kwargs = {"input_dim": data.x_train.shape[1], "dtype": args.dtype, "rng": args.seed}
     for _, _, name in MODEL_OPTIONS:
-        kwargs[name] = getattr(args, name)
+        if getattr(args, name) is not None:  # None: the option was not given and the model's default applies
+            kwargs[name] = getattr(args, name)
     kwargs.update(MODEL_KWARGS.get(args.model, lambda a, d: {})(args, data))
     if args.k != 1 and "k" not in accepted:
-        raise UsageError(f"tinyvae train: error: --iwae-k {args.k}: --model {args.model} has no importance-weighted "
-                         "objective")
+        raise UsageError(f"tinyvae train: error: --train-k {args.k}: --model {args.model} has no importance-"
+                         "weighted objective (vae, cvae and convvae have)")
     return {k: v for k, v in kwargs.items() if k in accepted}
 
 
@@ -167,12 +179,16 @@ def units_lines(model):
             "so loss, recon and the IWAE bound are on the same footing; 'squared error' is the error alone."]
 
 
-def _test_figures(model, x, k=100, n_iwae=1000):
-    """{name: value} of the test figures: loss, recon (+ squared error), KL, IWAE bound, active units."""
+def _test_figures(model, x, k=100, n_iwae=1000, labels=None):
+    """{name: value} of the test figures: loss, recon (+ squared error), KL, IWAE bound, active units.
+
+    ``labels`` (the test labels) are used by a conditional model only (its figures are then given the labels).
+    """
     from .models import VAE, recon_constant
     from .train import active_units, evaluate, iwae_bound
 
-    test = evaluate(model, x)
+    labels = labels if getattr(model, "needs_labels", False) else None
+    test = evaluate(model, x, labels=labels)
     const = recon_constant(model)
     figures = {"test loss": test["loss"] + const, "test recon": test["recon"] + const}
     if model.likelihood == "gaussian":
@@ -180,8 +196,10 @@ def _test_figures(model, x, k=100, n_iwae=1000):
     if isinstance(model, VAE):
         figures["test KL"] = test["kl"]
         n = min(n_iwae, x.shape[0])
-        figures[f"test IWAE NLL bound (k={k}, {n} images)"] = iwae_bound(model, x[:n], k=k)
-        figures["active units"] = active_units(model, x)
+        given = "" if labels is None else " given the label"
+        figures[f"test IWAE NLL bound{given} (k={k}, {n} images)"] = iwae_bound(
+            model, x[:n], k=k, labels=None if labels is None else labels[:n])
+        figures["active units"] = active_units(model, x, labels=labels)
     return figures
 
 
@@ -234,6 +252,12 @@ def _figures(model, data, history, out, args):
     from .models import VAE, loss_units
 
     x_test, labels = data.x_test, data.y_test
+    if getattr(model, "num_classes", None):  # a conditional model: its figures need the labels
+        written = [plots.training_curves(history, path=out / "curves.png", units=loss_units(model)),
+                   plots.conditional_samples(model, per_digit=8, rng=args.seed, path=out / "samples.png")]
+        for fig in written:
+            fig.clear()
+        return len(written)
     written = [plots.training_curves(history, path=out / "curves.png", units=loss_units(model)),
                plots.reconstructions(model, x_test, path=out / "reconstructions.png"),
                plots.latent_space(model, x_test[:2000], labels[:2000], path=out / "latent_space.png"),
@@ -306,7 +330,7 @@ def cmd_train(args):
             raise UsageError(f"tinyvae train: error: {err}\n(nothing was written; with --lr, try a value 10 times "
                              "smaller, or --clip 10)") from None
     seconds = time.perf_counter() - start
-    figures = _test_figures(model, data.x_test)
+    figures = _test_figures(model, data.x_test, labels=data.y_test)
     figures["training seconds"] = seconds
     out.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no empty folder behind
     train_options = {k: getattr(args, k) for k in ("dataset", "batch_size", "kl_warmup", "clip", "seed", "lr")}
@@ -352,24 +376,47 @@ def cmd_evaluate(args):
     model, data = _checkpoint_and_data(args)
     print(f"evaluating {type(model).__name__} from {args.checkpoint} on {data.name} ({data.x_test.shape[0]} test "
           f"images), backend {B.backend_name()}")
-    _print_figures(_test_figures(model, data.x_test, k=args.k, n_iwae=args.n), model)
+    _print_figures(_test_figures(model, data.x_test, k=args.k, n_iwae=args.n, labels=data.y_test), model)
     return 0
 
 
-@subcommand("sample", "draw new images from a VAE checkpoint's prior",
-            lambda p: (_args_checkpoint(p, "samples.png", dataset=False),
-                       p.add_argument("--n", type=_between(1, 400, "more would be an unreadable mosaic"), default=64,
-                                      help="how many images")))
+def _args_sample(p):
+    _args_checkpoint(p, "samples.png", dataset=False)
+    p.add_argument("--n", type=_between(1, 400, "more would be an unreadable mosaic"), default=64,
+                   help="how many images (a conditional model without --digit: about n / 10 of each digit)")
+    p.add_argument("--digit", type=_at_least(0), default=None,
+                   help="the digit to draw (conditional models, e.g. a cvae; default: one row of each digit)")
+
+
+@subcommand("sample", "draw new images from a VAE checkpoint's prior (--digit for a conditional model)",
+            _args_sample)
 def cmd_sample(args):
     from . import plots
 
     B.use(args.backend)
     ckpt = _checkpoint(args.checkpoint)
-    if not hasattr(ckpt.model, "sample"):
-        raise UsageError(f"tinyvae sample: error: {args.checkpoint} holds {_a(type(ckpt.model).__name__)}, which "
-                         "has no prior to sample from: train a VAE (tinyvae train --model vae)")
-    plots.samples(ckpt.model, args.n, rng=args.seed, path=args.out)
-    print(f"wrote {args.n} samples from the prior to {args.out}")
+    model, name = ckpt.model, _a(type(ckpt.model).__name__)
+    if not hasattr(model, "sample"):
+        raise UsageError(f"tinyvae sample: error: {args.checkpoint} holds {name}, which has no prior to sample "
+                         "from: train a VAE (tinyvae train --model vae)")
+    classes = getattr(model, "num_classes", None)
+    if args.digit is not None and not classes:
+        raise UsageError(f"tinyvae sample: error: --digit {args.digit}: {args.checkpoint} holds {name}, which is "
+                         "not conditional (train one with tinyvae train --model cvae)")
+    if args.digit is not None and args.digit >= classes:
+        raise UsageError(f"tinyvae sample: error: --digit {args.digit} is out of range: this model draws the "
+                         f"digits 0 to {classes - 1}")
+    if args.digit is not None:
+        plots.image_grid(model.sample(args.n, rng=args.seed, digits=args.digit), path=args.out,
+                         title=f"{args.n} samples of the digit {args.digit}")
+        print(f"wrote {args.n} samples of the digit {args.digit} to {args.out}")
+    elif classes:
+        per_digit = max(1, args.n // classes)
+        plots.conditional_samples(model, per_digit=per_digit, rng=args.seed, path=args.out)
+        print(f"wrote {per_digit} samples of each of the {classes} digits to {args.out}")
+    else:
+        plots.samples(model, args.n, rng=args.seed, path=args.out)
+        print(f"wrote {args.n} samples from the prior to {args.out}")
     return 0
 
 
@@ -381,12 +428,21 @@ def cmd_reconstruct(args):
     from . import plots
 
     model, data = _checkpoint_and_data(args)
+    _unconditional(model, args)
     if model.kind == "dae":
         plots.denoising(model, data.x_test, rng=args.seed, n=args.n, path=args.out)
     else:
         plots.reconstructions(model, data.x_test, n=args.n, path=args.out)
     print(f"wrote reconstructions of {args.n} {data.name} test images to {args.out}")
     return 0
+
+
+def _unconditional(model, args):
+    """A clear error for a conditional model in a command that does not pass it labels."""
+    if getattr(model, "needs_labels", False):
+        raise UsageError(f"tinyvae {args.command}: error: {args.checkpoint} holds a conditional model "
+                         f"({type(model).__name__}), which this command does not support: use tinyvae sample "
+                         "--digit D, or the Python API with labels")
 
 
 def _args_interpolate(p):
@@ -403,6 +459,7 @@ def cmd_interpolate(args):
     from . import plots
 
     model, data = _checkpoint_and_data(args)
+    _unconditional(model, args)
     n = data.x_test.shape[0]
     for i in (args.a, args.b):
         if not 0 <= i < n:

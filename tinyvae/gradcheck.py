@@ -226,7 +226,19 @@ def value_checks(seed=0):
         return _values([("Adam.step, 3 steps (closed form)", param.data - p0, closed),
                         ("adam_reference, 3 steps (closed form)", w - p0, closed)])
 
-    return [("bce_with_logits values", bce), ("gaussian_kl values", kl), ("Adam.step", adam)]
+    def iwae():
+        log_w = rng.standard_normal((3, 4), "float64") * 3.0
+        naive = -xp.log(xp.mean(xp.exp(log_w), axis=1))  # the definition, fine at these values
+        big = B.asarray([[1e4, -1e4, 1e4], [-1e4, -1e4, -1e4]], dtype="float64")
+        return _values([("iwae_loss value", losses.iwae_loss(log_w)[0], float(xp.sum(naive)) / 3),
+                        ("iwae_loss per example", losses.iwae_loss_per_example(log_w), naive),
+                        ("iwae_loss value at +-1e4", losses.iwae_loss(big)[0],
+                         (math.log(3) - 1e4 - math.log(2) + 1e4) / 2),
+                        ("iwae_loss dlog_w at +-1e4", losses.iwae_loss(big)[1],
+                         B.asarray([[-0.25, 0.0, -0.25], [-1 / 6, -1 / 6, -1 / 6]], dtype="float64"))])
+
+    return [("bce_with_logits values", bce), ("gaussian_kl values", kl), ("iwae_loss values", iwae),
+            ("Adam.step", adam)]
 
 
 def conv_checks(seed=0):
@@ -260,7 +272,7 @@ def check_components(seed=0):
     from . import losses
     from .activations import ACTIVATIONS
     from .layers import Dense
-    from .models import VAE, Autoencoder, DenoisingAutoencoder
+    from .models import VAE, Autoencoder, ConditionalVAE, DenoisingAutoencoder
     from .module import Sequential
     from .reparam import Reparameterize
 
@@ -298,6 +310,7 @@ def check_components(seed=0):
         ("softmax_cross_entropy", lambda: _function_check(
             "softmax_cross_entropy", losses.softmax_cross_entropy, (normal(4, 5) * 3.0, B.arange(4) % 3),
             [(0, "logits")])),
+        ("iwae_loss", lambda: _function_check("iwae_loss", losses.iwae_loss, (normal(3, 4) * 3.0,), [(0, "log_w")])),
         ("Reparameterize", reparameterize),
         # Whole objectives, end to end: the pieces above must also be wired together correctly.
         ("Autoencoder", lambda: check_model(Autoencoder(8, (6,), 3, dtype="float64", rng=rng), x,
@@ -309,6 +322,12 @@ def check_components(seed=0):
     checks += [(f"VAE({lik}, beta=0.5)", lambda lik=lik: check_model(
         VAE(8, (6,), 2, likelihood=lik, beta=0.5, dtype="float64", rng=rng), x, eps=normal(3, 2),
         name=f"VAE({lik}, beta=0.5)")) for lik in ("bernoulli", "gaussian")]
+    checks += [  # the importance-weighted objective (k codes per example) and the conditional VAE
+        ("VAE(k=3, IWAE)", lambda: check_model(VAE(8, (6,), 2, k=3, dtype="float64", rng=rng), x,
+                                               eps=normal(3, 3, 2), name="VAE(k=3, IWAE)")),
+        ("ConditionalVAE", lambda: check_model(ConditionalVAE(8, (6,), 2, num_classes=3, dtype="float64", rng=rng),
+                                               x, y=B.arange(3), eps=normal(3, 2), name="ConditionalVAE")),
+    ]
 
     checks += value_checks(seed)
     checks += conv_checks(seed)

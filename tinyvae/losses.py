@@ -8,6 +8,8 @@ The plain formulas come first. ``bce_with_logits_fast`` and ``gaussian_kl_fast``
 the same numbers with fewer passes (in place, or one fused CuPy kernel); on CuPy they return the value as a 0-d
 device array instead of a float, so that a training step never waits for the GPU (``float(value)`` reads it).
 """
+import math
+
 from . import backend as B
 from .activations import relu_fast
 
@@ -220,3 +222,42 @@ def softmax_cross_entropy(logits, labels):
     onehot = _one_hot(labels, logits.shape[1], logits.dtype)
     value = -float(xp.sum(onehot * logp)) / n
     return value, (xp.exp(logp) - onehot) / n
+
+
+def _logsumexp(a):
+    """log sum_j exp(a_ij) by rows, (N, 1), shifted by the row maximum so that exp never overflows."""
+    xp = B.get_xp()
+    top = xp.max(a, axis=1, keepdims=True)
+    return top + xp.log(xp.sum(xp.exp(a - top), axis=1, keepdims=True))
+
+
+def _log_weights_2d(log_w, who):
+    if not B.is_array(log_w):
+        log_w = B.asarray(log_w)
+    if log_w.ndim != 2 or log_w.shape[1] < 1 or not B.is_floating(log_w):
+        raise ValueError(f"{who}: log_w must be a floating (N, k) array of log importance weights, k >= 1; got "
+                         f"shape {tuple(log_w.shape)} and dtype {log_w.dtype}")
+    return log_w
+
+
+def iwae_loss_per_example(log_w):
+    """-log (1/k sum_j w_ij) = log k - logsumexp_j(log w_ij) for each row of log_w (N, k): (N,)."""
+    log_w = _log_weights_2d(log_w, "iwae_loss")
+    return math.log(log_w.shape[1]) - B.get_xp().reshape(_logsumexp(log_w), (-1,))
+
+
+def iwae_loss(log_w):
+    """The negative importance-weighted bound (Burda et al. 2016) from log weights (N, k), averaged over the batch.
+
+    Value: 1/N sum_i [log k - logsumexp_j(log w_ij)] = -1/N sum_i log (1/k sum_j w_ij), the log-sum-exp shifted by
+    each row's maximum (finite and exact at log w of +-1e4). At k = 1 it is -1/N sum_i log w_i.
+    Gradient: dlog_w = -w~ / N, with w~_ij = w_ij / sum_l w_il = exp(log w_ij - logsumexp_l(log w_il)) the
+    normalized importance weights (a softmax over each row; every row of w~ sums to 1).
+    log_w, dlog_w: (N, k); value: a float.
+    """
+    log_w = _log_weights_2d(log_w, "iwae_loss")
+    xp = B.get_xp()
+    n, k = log_w.shape
+    lse = _logsumexp(log_w)
+    value = math.log(k) - float(xp.sum(lse)) / n
+    return value, -xp.exp(log_w - lse) / n

@@ -266,6 +266,28 @@ def samples(model, n=64, rng=None, path=None, *, image_shape=(28, 28)):
                       image_shape=image_shape)
 
 
+def conditional_samples(model, per_digit=8, rng=None, path=None, *, image_shape=(28, 28)):
+    """One row per class of a conditional model, labelled with its digit: ``per_digit`` samples of each.
+
+    Column j decodes the same prior draw z_j ~ N(0, I) in every row (``model.decode(z, digits)``), so down a column
+    only the label changes: what stays the same is what z carries (the style: slant, thickness).
+    """
+    classes = getattr(model, "num_classes", None)
+    if not classes:
+        raise TypeError(f"conditional_samples needs a conditional model (one with num_classes, e.g. a "
+                        f"ConditionalVAE); got {type(model).__name__}")
+    if int(per_digit) < 1:
+        raise ValueError(f"conditional_samples: per_digit must be at least 1, got {per_digit!r}")
+    per_digit = int(per_digit)
+    z = B.to_numpy(B.as_generator(rng).standard_normal((per_digit, model.latent_dim), model.dtype))
+    codes = B.asarray(np.tile(z, (classes, 1)), dtype=model.dtype)
+    digits = B.asarray(np.repeat(np.arange(classes), per_digit))
+    with _eval_mode(model):
+        images = _images(model.decode(codes, digits), image_shape)
+    rows = [(str(d), images[d * per_digit:(d + 1) * per_digit]) for d in range(classes)]
+    return _rows(rows, f"{type(model).__name__}: {per_digit} samples of each digit", path)
+
+
 def latent_manifold(model, n=15, path=None, *, image_shape=(28, 28)):
     """The decoder over a 2-D latent plane: an n x n mosaic of decode(z) for z on a grid of Gaussian quantiles.
 

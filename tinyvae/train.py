@@ -14,7 +14,6 @@ import time
 from tqdm.auto import tqdm
 
 from . import backend as B
-from . import losses
 from .optim import Adam, clip_grad_norm
 
 
@@ -350,33 +349,6 @@ def _iwae_noise(model, a, b, s, t, k, eps, gen):
     return gen.standard_normal((b - a, t - s, model.latent_dim), model.dtype)
 
 
-def _log_px_k(model, out, x):
-    """log p(x | z) for k codes per example: ``out`` (m, k, D) decoder outputs, ``x`` (m, D) images -> (m, k)."""
-    xp = B.get_xp()
-    x3 = xp.expand_dims(x, axis=1)
-    if model.likelihood == "bernoulli":
-        return -losses.bce_with_logits_per_example_fast(out, x3)  # the images broadcast: never copied k times
-    m, k, dim = out.shape
-    x_rep = xp.reshape(xp.broadcast_to(x3, (m, k, dim)), (m * k, dim))
-    return xp.reshape(model.log_likelihood(xp.reshape(out, (m * k, dim)), x_rep), (m, k))
-
-
-def _iwae_log_weights(model, x, mu, logvar, e):
-    """log w = log p(x|z) + log p(z) - log q(z|x) for each example and sample: (m, k), with z = mu + sigma * eps.
-
-    x (m, D), mu and logvar (m, K), e (m, k, K). The log 2 pi terms of p(z) and q(z|x) cancel:
-    log p(z) - log q(z|x) = -1/2 |z|^2 + 1/2 |eps|^2 + 1/2 sum_j logvar_j.
-    All m * k codes go through the decoder in one batch of large matrix products.
-    """
-    xp = B.get_xp()
-    m, k, latent = e.shape
-    z = xp.expand_dims(mu, axis=1) + xp.expand_dims(xp.exp(0.5 * logvar), axis=1) * e  # (m, k, K)
-    out = model.decoder.forward(xp.reshape(z, (m * k, latent)))
-    log_px = _log_px_k(model, xp.reshape(out, (m, k, model.input_dim)), x)
-    log_prior_ratio = 0.5 * (xp.sum(e * e, axis=2) - xp.sum(z * z, axis=2))
-    return log_px + log_prior_ratio + 0.5 * xp.sum(logvar, axis=1, keepdims=True)
-
-
 def _logsumexp_update(run_max, run_sum, log_w):
     """Fold log_w (m, s) into a running log-sum-exp kept as (max, sum of exp(. - max)), each (m,).
 
@@ -389,14 +361,15 @@ def _logsumexp_update(run_max, run_sum, log_w):
     return new_max, run_sum
 
 
-def iwae_bound(model, x, k=1000, batch_size=None, seed=0, eps=None):
+def iwae_bound(model, x, k=1000, batch_size=None, seed=0, eps=None, labels=None):
     """The importance-weighted upper bound on -log p(x) (Burda et al. 2016), mean per example in nats (a float).
 
         -log p(x) <= -log (1/k) sum_i w_i,    w_i = p(x|z_i) p(z_i) / q(z_i|x),    z_i = mu + sigma * eps_i.
 
     With log N(z; m, s^2) = -1/2 sum_j [(z_j - m_j)^2 / s_j^2 + log s_j^2 + log 2 pi]:
         log p(z_i) = -1/2 |z_i|^2 - K/2 log 2 pi,    log q(z_i|x) = -1/2 |eps_i|^2 - 1/2 sum_j logvar_j - K/2 log 2 pi,
-    and log p(x|z) = ``model.log_likelihood`` (for a "gaussian" decoder this includes D/2 log pi, which the
+    and log p(x|z) = ``model.log_likelihood`` (the log weights are ``model.log_weights``, the same code the IWAE
+    objective trains on; for a "gaussian" decoder this includes D/2 log pi, which the
     training loss leaves out, so compare it with ``evaluate`` only for "bernoulli" models).
     The average over i is taken in log space with the max subtracted first (log-mean-exp), so it never under-
     flows. k = 1 is the one-sample negative ELBO with a sampled KL term; the bound tightens (decreases) as k grows.
@@ -407,12 +380,14 @@ def iwae_bound(model, x, k=1000, batch_size=None, seed=0, eps=None):
     decoder at once; None picks about 64 MB of decoder output (20,000 rows for 784 float32 pixels). Chunks cover
     several examples, or part of one example's k samples (combined with a running log-sum-exp), so k = 1000 on
     10,000 images runs in bounded memory. On NumPy the figure does not depend on ``batch_size``; on CuPy it does,
-    within the Monte Carlo error (see ``_iwae_noise``).
+    within the Monte Carlo error (see ``_iwae_noise``). ``labels`` (N,): for a conditional model, which then
+    bounds -log p(x|y).
     """
     _need_vae(model, "iwae_bound")
     xp = B.get_xp()
     _positive_int(k, "iwae_bound: k")
     x = _as_data(model, x, "iwae_bound: x")
+    y = _labels(model, labels, x.shape[0], "iwae_bound: labels")
     n, latent = x.shape[0], model.latent_dim
     if batch_size is None:
         # a convolutional decoder's intermediate images are far larger than its output: it names its own size
@@ -431,10 +406,10 @@ def iwae_bound(model, x, k=1000, batch_size=None, seed=0, eps=None):
     try:
         for a, b in _chunks(n, per_chunk):
             xc = x[a:b, :]
-            mu, logvar = model.encode(xc)
+            mu, logvar = _model_call(model.encode, xc, None if y is None else y[a:b])
             run_max, run_sum = B.full((b - a,), -math.inf, model.dtype), B.zeros((b - a,), model.dtype)
             for s, t in _chunks(k, k_chunk):
-                log_w = _iwae_log_weights(model, xc, mu, logvar, _iwae_noise(model, a, b, s, t, k, eps, gen))
+                log_w = model.log_weights(xc, mu, logvar, _iwae_noise(model, a, b, s, t, k, eps, gen))
                 run_max, run_sum = _logsumexp_update(run_max, run_sum, log_w)
             bounds = xp.log(run_sum) + run_max - math.log(k)
             total = total - B.astype(xp.sum(bounds), "float64")  # summed on the device, read once
@@ -443,25 +418,27 @@ def iwae_bound(model, x, k=1000, batch_size=None, seed=0, eps=None):
     return float(total) / n
 
 
-def latent_variances(model, x, batch_size=1000):
+def latent_variances(model, x, batch_size=1000, labels=None):
     """Var_x E_q[z|x] = Var_x mu(x) for each latent dimension: an array (K,) on the active backend.
 
-    The variance is over the examples of ``x`` (dividing by N), as in Burda et al.'s "active units".
+    The variance is over the examples of ``x`` (dividing by N), as in Burda et al.'s "active units". ``labels``
+    (N,): for a conditional model, whose encoder also reads them.
     """
     _need_vae(model, "latent_variances")
     xp = B.get_xp()
     _positive_int(batch_size, "latent_variances: batch_size")
     x = _as_data(model, x, "latent_variances: x")
+    y = _labels(model, labels, x.shape[0], "latent_variances: labels")
     mu = B.zeros((x.shape[0], model.latent_dim), model.dtype)
     for a, b in _chunks(x.shape[0], batch_size):
-        mu[a:b, :] = model.encode(x[a:b, :])[0]
+        mu[a:b, :] = _model_call(model.encode, x[a:b, :], None if y is None else y[a:b])[0]
     return xp.var(mu, axis=0)
 
 
-def active_units(model, x, threshold=0.01, batch_size=1000):
+def active_units(model, x, threshold=0.01, batch_size=1000, labels=None):
     """How many latent dimensions the VAE uses: those whose Var_x mu(x) exceeds ``threshold`` (Burda et al.: 0.01).
 
     An inactive unit has mu(x) (nearly) the same for every x: its posterior has collapsed onto the prior.
     ``latent_variances`` gives the per-dimension variances themselves.
     """
-    return int(B.get_xp().count_nonzero(latent_variances(model, x, batch_size) > threshold))
+    return int(B.get_xp().count_nonzero(latent_variances(model, x, batch_size, labels) > threshold))

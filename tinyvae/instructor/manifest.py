@@ -121,6 +121,11 @@ MANIFEST = (
           "logp[n, y_n]; dl = (softmax(l) - onehot(y)) / N, finite even at l = +-1e4",
           "the batch-mean cross-entropy of softmax(l) against integer labels y and its gradient, finite at l = +-1e4",
           "softmax_ce", also_blanks=(("losses.py", "_log_softmax"), ("losses.py", "softmax_cross_entropy_per_example"))),
+    Entry("iwae_loss", "losses.py", "iwae_loss", 10,
+          "lse_i = logsumexp_j log w_ij, shifted by the row max (_logsumexp); value = 1/N sum_i (log k - lse_i); "
+          "dlog_w = -exp(log w - lse) / N: minus the normalized importance weights (softmax over j), over N",
+          "the batch-mean negative IWAE bound -1/N sum_i log (1/k sum_j w_ij) from log weights (N, k), and its "
+          "gradient, finite at log w = +-1e4", "iwae", also_blanks=(("losses.py", "iwae_loss_per_example"),)),
     Entry("Reparameterize.backward", "reparam.py", "Reparameterize.backward", 10,
           "reparameterize_backward: z = mu + exp(logvar / 2) * eps, so dmu = dz and "
           "dlogvar = dz * eps * exp(logvar / 2) / 2 (std = exp(logvar / 2) is kept by forward)",
@@ -264,6 +269,13 @@ def softmax_ce_cases(rng):
     return cases
 
 
+def iwae_cases(rng):
+    cases = [({}, {"log_w": rng.normal(size=(n, k)) * 3.0 - 50.0}) for n, k in ((4, 5), (1, 3), (3, 1))]
+    big = np.array([[1e4, -1e4, 1e4, 0.0], [-1e4, -1e4 + 1.0, -2e4, -1e4]])
+    cases.append(({"kind": "log w +-1e4"}, {"log_w": big}))
+    return cases
+
+
 def reparam_cases(rng):
     return [({}, {k: rng.normal(size=(n, 4)) for k in ("mu", "logvar", "eps", "dz")}) for n in (3, 1)]
 
@@ -337,6 +349,7 @@ CASES = {
     "bce_with_logits": bce_cases,
     "gaussian_kl": kl_cases,
     "softmax_cross_entropy": softmax_ce_cases,
+    "iwae_loss": iwae_cases,
     "Reparameterize.backward": reparam_cases,
     "VAE.backward": vae_cases,
     "Adam.step": adam_cases,

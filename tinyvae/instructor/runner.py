@@ -151,6 +151,11 @@ def softmax_ce(tv, p, a):
     return {"value": value, "dlogits": grad, "per-example values": per_example}
 
 
+def iwae(tv, p, a):
+    value, grad = tv.losses.iwae_loss(a["log_w"])
+    return {"value": value, "dlog_w": grad, "per-example values": tv.losses.iwae_loss_per_example(a["log_w"])}
+
+
 def reparam(tv, p, a):
     layer = tv.Reparameterize()
     layer.forward(a["mu"], a["logvar"], eps=a["eps"])
@@ -200,7 +205,7 @@ def conv2d(tv, p, a):
 
 
 SCENARIOS = {"dense": dense, "activation": activation, "bce": bce, "kl": kl, "reparam": reparam,
-             "softmax_ce": softmax_ce, "vae": vae,
+             "softmax_ce": softmax_ce, "iwae": iwae, "vae": vae,
              "adam": adam, "col2im": col2im, "conv2d": conv2d}
 
 
