@@ -18,10 +18,10 @@ python="${PYTHON:-python}"
 
 { date -u; nvidia-smi 2>&1 || echo "(nvidia-smi not found)"; } > "$out/nvidia-smi.txt"
 
-timeout 330 "$python" -m pytest --backends numpy,cupy -q -p no:cacheprovider -rs 2>&1 | tee "$out/pytest.txt"
+timeout 380 "$python" -m pytest --backends numpy,cupy -q -p no:cacheprovider -rs 2>&1 | tee "$out/pytest.txt"
 tests=${PIPESTATUS[0]}
 
-timeout 150 "$python" benchmarks/bench_gpu.py --json "$out/bench_gpu.json" 2>&1 | tee "$out/bench_gpu.txt"
+timeout 100 "$python" benchmarks/bench_gpu.py --json "$out/bench_gpu.json" 2>&1 | tee "$out/bench_gpu.txt"
 bench=${PIPESTATUS[0]}
 
 echo "gpu_check: pytest exit $tests, bench_gpu exit $bench (124: stopped by the time limit); outputs in $out"
