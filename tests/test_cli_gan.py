@@ -40,6 +40,10 @@ def test_train_vaegan_writes_its_run_and_resumes_exactly(tmp_path, capsys):
     assert set(ckpt.optimizer.optimizers) == {"encoder", "decoder", "discriminator"}
     assert ckpt.meta["history"]["epochs"] == [1, 2]
 
+    code, stdout, err = run_cli(["score", out / "model.npz", "--n", "50"], capsys)  # a VAE-GAN has a prior
+    assert code == 0, err
+    assert "Frechet distance" in stdout and "digit shares" in stdout
+
     straight = gan.VAEGAN(784, [32], 3, disc_hidden=[32, 16], gamma=0.5, rng=0)
     history = gan.fit(straight, datasets.load("mnist-small").x_train, 2, seed=0, progress=False)
     assert ckpt.meta["history"]["train_disc"] == history.train_disc
