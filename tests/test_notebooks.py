@@ -183,3 +183,13 @@ def test_prose_states_no_result_the_run_did_not_measure(path):
         assert phrase not in text, f"{path.name} says {phrase!r}: print the measured verdict instead"
     if path.stem == "01_autoencoder_and_pca":  # its losses are squared errors (models.loss_units)
         assert "nats per" not in text and "models.loss_units(ae)" in text
+
+
+def test_the_notebooks_extra_brings_the_progress_widget():
+    """tqdm.auto draws one live bar in Jupyter only with ipywidgets; without it every run prints text bars."""
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    extra = cfg["options.extras_require"]["notebooks"].split()
+    assert any(req.startswith("ipywidgets") for req in extra), extra
