@@ -1,4 +1,4 @@
-"""Beyond the blur (issue 11): sample quality of the VAE, beta-VAEs, IWAE, CVAE and VAE-GAN, side by side.
+"""Beyond the blur: sample quality of the VAE, beta-VAEs, IWAE, CVAE and VAE-GAN, side by side.
 
     nice -n 10 python benchmarks/bench_beyond_blur.py [--data ../shared/data/mnist] [--epochs 10] [--seeds 3]
         [--samples 10000] [--iwae-n 500] [--iwae-k 1000] [--only vae,beta0.5,...]

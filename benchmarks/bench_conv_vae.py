@@ -9,7 +9,7 @@ PyTorch's twin is built from the same layers with tinyvae's initial weights copi
 minibatches with the same eps draws, so the two runs differ only in rounding. The two take turns every 10 steps
 and each one's epoch time is the sum of its own turns, so load from elsewhere on a shared machine hits both alike. Both are scored on the test set by
 one scorer (``tinyvae.evaluate``, PyTorch's weights loaded into a tinyvae ConvVAE). The MLP VAE (784-400-20) is
-trained alongside for the comparison the issue asks for (``--no-mlp`` skips it).
+trained alongside for comparison (``--no-mlp`` skips it).
 
 ``--threads`` sets both libraries' threads: OPENBLAS_NUM_THREADS for NumPy (set here before NumPy loads) and
 torch.set_num_threads for PyTorch.
