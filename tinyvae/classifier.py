@@ -48,9 +48,7 @@ class MLPClassifier(Module):
 
 
 def _batches(fn, x, batch_size):
-    xp = B.get_xp()
-    concat = getattr(xp, "concat", None) or xp.concatenate  # the array API name, or CuPy's
-    return concat([fn(x[i:min(i + batch_size, x.shape[0]), ...]) for i in range(0, x.shape[0], batch_size)], axis=0)
+    return B.concat([fn(x[i:min(i + batch_size, x.shape[0]), ...]) for i in range(0, x.shape[0], batch_size)])
 
 
 def predict(model, x, batch_size=1000):

@@ -301,7 +301,7 @@ def _figures(model, data, history, out, args):
     from .models import VAE, loss_units
 
     x_test, labels = data.x_test, data.y_test
-    if getattr(model, "num_classes", None):  # a conditional model: its figures need the labels
+    if getattr(model, "needs_labels", False):  # a conditional model: its figures need the labels
         written = [plots.training_curves(history, path=out / "curves.png", units=loss_units(model)),
                    plots.conditional_samples(model, per_digit=8, rng=args.seed, path=out / "samples.png")]
         for fig in written:

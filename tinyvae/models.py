@@ -503,11 +503,6 @@ def _path(mu_a, mu_b, steps, method, dtype):
     return (xp.sin((1.0 - t) * omega) * mu_a + xp.sin(t * omega) * mu_b) / math.sin(omega)
 
 
-def _concat(arrays):
-    xp = B.get_xp()
-    return (getattr(xp, "concat", None) or xp.concatenate)(arrays, axis=1)  # the array API name, or CuPy's
-
-
 class ConditionalVAE(VAE):
     """A conditional VAE (Sohn et al. 2015): the encoder q(z|x, y) and the decoder p(x|z, y) also see the label y.
 
@@ -549,14 +544,14 @@ class ConditionalVAE(VAE):
         self._onehot = losses._one_hot(y, self.num_classes, self._dtype)
 
     def _encoder_input(self, x):
-        return _concat([x, self._onehot])
+        return B.concat([x, self._onehot], axis=1)
 
     def _decoder_input(self, z):
         xp, onehot = B.get_xp(), self._onehot
         if z.shape[0] != onehot.shape[0]:  # k codes per example (the IWAE), example by example: repeat each label
             n, c = onehot.shape
             onehot = xp.reshape(xp.broadcast_to(xp.expand_dims(onehot, axis=1), (n, z.shape[0] // n, c)), (-1, c))
-        return _concat([z, onehot])
+        return B.concat([z, onehot], axis=1)
 
     def _latent_grad(self, d_input):
         return d_input[:, :self.latent_dim]
