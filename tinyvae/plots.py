@@ -129,15 +129,15 @@ def _pixel_figure(blocks, title=None, *, left=None, band=None):
     return fig, axes
 
 
-def _rows(rows, title, path, *, ncols=None, ends=None):
-    """A figure of labelled strips, one per (label, images) pair, wrapped after ``ncols`` images (default WRAP).
+def _rows(rows, title, path, *, ncols, ends=None):
+    """A figure of labelled strips, one per (label, images) pair, wrapped after ``ncols`` images.
 
     Block k shows images k*ncols ... (k+1)*ncols - 1 of every strip, one strip under the other, so a long strip
     grows in rows rather than into a thin line of tiny digits. ``ends`` = (first, last) labels the first and the
     last image (under the bottom strip), e.g. ("A", "B") for the two ends of a walk.
     """
     n = max(len(images) for _, images in rows)
-    ncols = min(n, int(ncols or WRAP))
+    ncols = min(n, ncols)
     blocks = [[(label, _tile(images[start:start + ncols], ncols)) for label, images in rows]
               for start in range(0, n, ncols)]
     fig, axes = _pixel_figure(blocks, title, band=_PAD + _LABEL_PX if ends else None)
@@ -276,16 +276,15 @@ def conditional_samples(model, per_digit=8, rng=None, path=None, *, image_shape=
     if not classes:
         raise TypeError(f"conditional_samples needs a conditional model (one with num_classes, e.g. a "
                         f"ConditionalVAE); got {type(model).__name__}")
-    if int(per_digit) < 1:
-        raise ValueError(f"conditional_samples: per_digit must be at least 1, got {per_digit!r}")
-    per_digit = int(per_digit)
+    per_digit = _count(per_digit, "conditional_samples: per_digit")
     z = B.to_numpy(B.as_generator(rng).standard_normal((per_digit, model.latent_dim), model.dtype))
     codes = B.asarray(np.tile(z, (classes, 1)), dtype=model.dtype)
     digits = B.asarray(np.repeat(np.arange(classes), per_digit))
     with _eval_mode(model):
         images = _images(model.decode(codes, digits), image_shape)
     rows = [(str(d), images[d * per_digit:(d + 1) * per_digit]) for d in range(classes)]
-    return _rows(rows, f"{type(model).__name__}: {per_digit} samples of each digit", path)
+    return image_rows(rows, f"{type(model).__name__}: {per_digit} samples of each digit", path,
+                      image_shape=image_shape)
 
 
 def latent_manifold(model, n=15, path=None, *, image_shape=(28, 28)):
