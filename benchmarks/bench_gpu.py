@@ -24,6 +24,7 @@ import statistics
 import sys
 import time
 
+import bench_step
 import machine
 
 import tinyvae as tv
@@ -32,7 +33,7 @@ from tinyvae.optim import adam_reference
 from tinyvae.train import fit, iwae_bound
 
 SEED, LR, BATCHES = 0, 1e-3, (128, 1024)
-SMOKE = {"n_train": 512, "n_test": 40, "epochs": 1, "repeats": 3, "iwae_k": 20}
+SMOKE = {"n_train": 512, "n_test": 40, "epochs": 1, "repeats": 3, "iwae_k": 20, "iwae_repeats": 1}
 
 
 def missing(device):
@@ -70,16 +71,7 @@ def sync():
 
 
 def median_ms(fn, repeats):
-    for _ in range(min(10, repeats)):  # warm-up
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    return bench_step.median_ms(fn, repeats, warmup=min(10, repeats), sync=sync)
 
 
 def describe(device):
@@ -259,7 +251,7 @@ def main(argv=None):
     lines, info = describe(args.device)
     print("\n".join(lines))
     size = SMOKE if args.smoke else {"n_train": None, "n_test": args.iwae_n, "epochs": args.epochs,
-                                     "repeats": args.repeats, "iwae_k": args.iwae_k}
+                                     "repeats": args.repeats, "iwae_k": args.iwae_k, "iwae_repeats": args.iwae_repeats}
     data = tv.datasets.load(args.data)
     x, x_test = data.x_train[:size["n_train"]], data.x_test[:size["n_test"]]
     print(f"data: {x.shape[0]} training images, {x_test.shape[0]} test images from {args.data}"
@@ -269,8 +261,7 @@ def main(argv=None):
     for batch in BATCHES:
         figures[f"epoch {batch}"], model = epochs(x_dev, tx, batch, size["epochs"], args.device)
     figures.update(step_parts(x, args.device, size["repeats"]))
-    figures["iwae"], bounds = iwae(model, x_test, args.device, size["iwae_k"],
-                                   1 if args.smoke else args.iwae_repeats)
+    figures["iwae"], bounds = iwae(model, x_test, args.device, size["iwae_k"], size["iwae_repeats"])
     report(figures, bounds, info, args, size, x, x_test)
     return 0
 
@@ -279,7 +270,7 @@ def report(figures, bounds, info, args, size, x, x_test):
     """Print the table and the targets; write the JSON if asked."""
     k, n_test = size["iwae_k"], x_test.shape[0]
     print(f"\nmedians; epochs on {x.shape[0]} images after one warm-up epoch ({size['epochs']} timed), step parts "
-          f"of {size['repeats']} repeats, IWAE of {1 if args.smoke else args.iwae_repeats} run(s)")
+          f"of {size['repeats']} repeats, IWAE of {size['iwae_repeats']} run(s)")
     rows = [(f"epoch, batch {b} (s)", ".3f", figures[f"epoch {b}"]) for b in BATCHES]
     rows += [(f"forward + backward, batch {b} (ms)", ".3f", figures[f"fwd+bwd {b}"]) for b in BATCHES]
     rows += [("Adam step (ms)", ".3f", figures["adam"]),

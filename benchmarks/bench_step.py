@@ -15,14 +15,18 @@ import tinyvae as tv
 from tinyvae.optim import adam_reference
 
 
-def median_ms(fn, repeats, warmup=20):
+def median_ms(fn, repeats, warmup=20, sync=None):
+    """Median milliseconds of fn() after ``warmup`` untimed calls; ``sync`` waits for queued device work (default:
+    the active backend's), before the clock starts and before it stops."""
+    sync = sync or tv.backend.synchronize
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        sync()
         start = time.perf_counter()
         fn()
-        tv.backend.synchronize()
+        sync()
         times.append(time.perf_counter() - start)
     return 1e3 * statistics.median(times)
 
