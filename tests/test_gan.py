@@ -124,7 +124,7 @@ def test_feature_matching_and_generator_terms_alone(term):
         parts = model.loss(x, eps=eps, z_prior=z_prior)
         assert parts.encoder == parts.llike and parts.decoder == parts.llike + parts.gan
         for network in ("encoder", "decoder"):
-            _objective_check(model, x, eps, z_prior, network, "encoder" if network == "encoder" else "decoder")
+            _objective_check(model, x, eps, z_prior, network, network)
     else:
         model = small(gamma=0.0)
         parts = model.loss(x, eps=eps, z_prior=z_prior)
@@ -209,3 +209,24 @@ def test_checkpoint_of_a_plain_optimizer_still_round_trips(tmp_path):
     opt = tv.Adam(model.parameters())
     checkpoint.save(model, tmp_path / "m.npz", opt)
     assert type(checkpoint.load(tmp_path / "m.npz").optimizer) is tv.Adam
+
+
+def test_per_network_state_dict_round_trips_and_names_the_networks():
+    model = small()
+    opts = gan.make_optimizers(model)
+    x = B.Generator(0).random((4, 12), "float64")
+    for _ in range(2):
+        opts.zero_grad()
+        model.loss(x, rng=1)
+        model.backward()
+        opts.step()
+    fresh = gan.make_optimizers(model)
+    fresh.load_state_dict(opts.state_dict())
+    for name in opts.optimizers:
+        assert fresh[name].t == opts[name].t == 2
+        ours, theirs = fresh[name].state_dict()["buffers"], opts[name].state_dict()["buffers"]
+        assert ours.keys() == theirs.keys() and ours
+        for key in ours:
+            assert np.array_equal(B.to_numpy(ours[key]), B.to_numpy(theirs[key])), (name, key)
+    with pytest.raises(ValueError, match="discriminator"):
+        fresh.load_state_dict({"type": "PerNetwork", "networks": {"encoder": opts["encoder"].state_dict()}})

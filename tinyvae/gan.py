@@ -186,10 +186,10 @@ class VAEGAN(VAE):
 
     def _forward_all(self, x, eps, z_prior, rng):
         """Encoder, decoder on [z; z_p] (2N rows), discriminator on [x; x_rec; x_p] (3N rows), in one pass each."""
-        mu, logvar = self.encode(x)
+        mu, logvar = self._encode(x)  # x is checked by loss
         z = self.reparam.forward(mu, logvar, eps=eps, rng=rng)
         if z_prior is None:
-            z_prior = B.as_generator(rng).standard_normal(tuple(z.shape), self.dtype)
+            z_prior = rng.standard_normal(tuple(z.shape), self.dtype)
         z_prior = B.asarray(z_prior, dtype=self.dtype)
         if tuple(z_prior.shape) != tuple(z.shape):
             raise ValueError(f"VAEGAN.loss: z_prior must have shape {tuple(z.shape)}, got {tuple(z_prior.shape)}")
@@ -251,9 +251,7 @@ class VAEGAN(VAE):
         dmu, dlogvar = self.reparam.backward(dz)
         dmu = dmu + self.beta * g["dmu_kl"]
         dlogvar = dlogvar + self.beta * g["dlogvar_kl"]
-        dh_mu, dh_logvar = self.mu_head.backward(dmu), self.logvar_head.backward(dlogvar)
-        if len(self.encoder):  # empty when the heads read the pixels themselves (hidden=())
-            self.encoder.backward(dh_mu + dh_logvar)
+        self._heads_backward(dmu, dlogvar)
 
 
 # -------------------------------------------------------------------------------------------- training
