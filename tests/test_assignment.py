@@ -115,7 +115,7 @@ def test_the_copy_imports_and_each_blanked_function_raises_its_hint(fresh):
 def test_the_copy_changes_nothing_but_the_listed_bodies(fresh):
     targets = {}
     for entry in MANIFEST:
-        for file, qualname in (*entry.targets, *((t.file, t.qualname) for t in entry.twins)):
+        for file, qualname in (*entry.targets, *((t.file, t.qualname) for t in entry.twins), *entry.hidden):
             targets.setdefault(file, []).append(qualname)
     source_files = sorted(p.relative_to(PACKAGE_DIR) for p in PACKAGE_DIR.rglob("*")
                           if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
@@ -204,6 +204,13 @@ def test_fast_twins_call_the_plain_functions_and_kernels_are_not_handed_out(fres
             assert twin.plain in [getattr(c.func, "id", None) for c in calls], twin
             assert "kernels" not in ast.unparse(ast.Module(body=body, type_ignores=[]))
     assert "ElementwiseKernel" not in (fresh / "tinyvae" / "kernels.py").read_text()
+    hidden = [(f, q) for e in MANIFEST for f, q in e.hidden]
+    assert ("losses.py", "_bce_rows_fast") in hidden  # restates the BCE value: only the raise is handed out
+    for file, qualname in hidden:
+        node = _def(fresh / "tinyvae" / file, qualname)
+        body = node.body[1:] if assignment._has_docstring(node) else node.body
+        assert len(body) == 1 and isinstance(body[0], ast.Raise), qualname
+        assert "log" not in ast.unparse(body[0]) and "exp" not in ast.unparse(body[0])
 
 
 def test_notebook_solution_regions_are_stripped_and_must_be_closed():

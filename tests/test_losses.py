@@ -128,16 +128,22 @@ def test_bce_gradient_equals_the_plain_sigmoid_formula(data, shape):
     np.testing.assert_allclose(B.to_numpy(dlogits), plain, rtol=0, atol=4e-16 / lg.shape[0])
 
 
+@pytest.mark.parametrize("fast", [False, True], ids=["plain", "fast"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_bce_with_logits_is_exact_at_huge_logits(dtype, xp):
+def test_bce_with_logits_is_exact_at_huge_logits(dtype, fast, xp):
     # Exact limits: at l = 1e4, x = 0 the loss is l itself (log(1 + e^l) -> l); at l = -1e4, x = 1 it is |l|; where
     # sigmoid(l) agrees with x it is 0 (e^-1e4 underflows to exactly 0 in both dtypes).
     logits = tv.asarray([[1e4, -1e4, 1e4, -1e4, 1e4], [-1e4, 1e4, 0.0, 0.0, -1e4]], dtype=dtype)
     target = tv.asarray([[0.0, 1.0, 1.0, 0.0, 0.5], [0.0, 1.0, 0.0, 1.0, 0.25]], dtype=dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no overflow anywhere (exp(1e4) would be inf and warn)
-        value, dlogits = losses.bce_with_logits(logits, target)
-        per_example = B.to_numpy(losses.bce_with_logits_per_example(logits, target))
+        if fast:  # one exp for value and gradient, sigmoid = 1/2 + sign(l) (1 / (1 + e^-|l|) - 1/2)
+            value, dlogits = losses.bce_with_logits_fast(logits, target)
+            per_example = B.to_numpy(losses.bce_with_logits_per_example_fast(logits, target))
+        else:
+            value, dlogits = losses.bce_with_logits(logits, target)
+            per_example = B.to_numpy(losses.bce_with_logits_per_example(logits, target))
+        value = float(value)  # a 0-d device array from the fast twin on CuPy
     # element by element: max(l, 0) - l x + log1p(e^-|l|), the last term exactly 0 at |l| = 1e4 and log 2 at l = 0
     row0 = 1e4 + 1e4 + 0.0 + 0.0 + (1e4 - 0.5e4)
     row1 = 0.0 + 0.0 + math.log(2.0) + math.log(2.0) + 0.25e4

@@ -11,7 +11,6 @@ device array instead of a float, so that a training step never waits for the GPU
 import math
 
 from . import backend as B
-from .activations import relu_fast
 
 
 def _pair(a, b, who, names):
@@ -59,18 +58,17 @@ def bce_with_logits_per_example(logits, target):
     return B.get_xp().sum(_bce_terms(logits, target), axis=1)
 
 
-def _sum_log1p_exp_neg(logits):
-    """sum_d log1p(exp(-|l_d|)) over the last axis, with one log per 16 values instead of a log1p per value.
+def _sum_log(one_plus_e):
+    """sum_d log(1 + e_d) over the last axis, for 1 + e_d in [1, 2], with one log per 16 values instead of one each.
 
-    NumPy's log1p is a scalar loop, five times slower than its log, and this term is most of a BCE's cost. Each
-    1 + exp(-|l|) lies in (1, 2], so a product of 16 of them stays below 2^16: the halves of each row are
-    multiplied together (up to four times, while the width is even), then the logs of the products are summed.
-    The price is the rounding of 1 + e: at most D * 2^-24 nats per row in float32 (5e-5 for D = 784; about 1e-6
-    in practice), D * 2^-53 in float64. Only loss VALUES use it; no gradient does.
+    A product of 16 values in [1, 2] stays below 2^16: the halves of each row are multiplied together (up to four
+    times, while the width is even), then the logs of the products are summed. NumPy's log1p is a scalar loop, five
+    times slower than its log, and this term is most of a BCE's value. The price is the rounding of each 1 + e: at
+    most D * 2^-24 nats per row in float32 (5e-5 for D = 784; about 1e-6 in practice), D * 2^-53 in float64. Only
+    loss VALUES use it; no gradient does.
     """
     xp = B.get_xp()
-    e = xp.exp(-xp.abs(logits))
-    e += 1.0
+    e = one_plus_e
     for _ in range(4):
         width = e.shape[-1]
         if width % 2:
@@ -79,18 +77,53 @@ def _sum_log1p_exp_neg(logits):
     return xp.sum(xp.log(e), axis=-1)
 
 
-def bce_with_logits_per_example_fast(logits, target):
-    """``bce_with_logits_per_example`` with fewer and cheaper passes (``_sum_log1p_exp_neg``), for the IWAE bound's
-    millions of rows. Also takes logits of shape (..., D) with ``target`` broadcasting against them (the IWAE bound
-    passes logits (m, k, D) and images (m, 1, D), so the images are never copied k times).
+def _bce_rows_fast(logits, target):
+    """(sum_d [max(l, 0) - l x + log1p(exp(-|l|))] for each row, 1 + exp(-|l|)), in few passes and ONE exp.
+
+    max(l, 0) = (l + |l|) / 2 reuses the |l| that the exp needs; the log1p term is summed by ``_sum_log``.
+    ``bce_with_logits_fast`` makes its gradient from the returned 1 + exp(-|l|). ``target`` may broadcast against
+    ``logits`` (the IWAE bound passes logits (m, k, D) and images (m, 1, D)).
     """
     xp = B.get_xp()
+    magnitude = xp.abs(logits)
+    terms = logits + magnitude
+    terms *= 0.5
+    terms -= logits * target
+    magnitude *= -1.0
+    one_plus_e = xp.exp(magnitude)
+    one_plus_e += 1.0
+    return xp.sum(terms, axis=-1) + _sum_log(one_plus_e), one_plus_e
+
+
+def bce_with_logits_per_example_fast(logits, target):
+    """``bce_with_logits_per_example`` with fewer and cheaper passes (``_bce_rows_fast``), for the IWAE bound's
+    millions of rows. Also takes logits (m, k, D) with images (m, 1, D) that broadcast against them (so the images
+    are never copied k times). The rows go in blocks of ``BLOCK_ROWS`` (each block's passes stay in cache) shared
+    among the CPU's cores (``backend.run_in_threads``); every row is computed the same way whatever the split.
+    """
     if not B.is_array(logits):
         logits = B.asarray(logits)
     target = B.asarray(target, dtype=logits.dtype)
-    terms = relu_fast(logits)  # max(l, 0) - l x, then the log1p term summed apart
-    terms -= logits * target
-    return xp.sum(terms, axis=-1) + _sum_log1p_exp_neg(logits)
+    rows = B.run_in_threads(lambda pair: _bce_rows_fast(*pair)[0], _row_block_pairs(logits, target, BLOCK_ROWS))
+    return B.get_xp().reshape(B.concat(rows, axis=0), tuple(logits.shape[:-1]))
+
+
+BLOCK_ROWS = 256
+
+
+def _row_block_pairs(logits, target, size):
+    """(logits rows, their targets) in blocks of at most ``size`` rows, in order: logits (N, D) with target (N, D)
+    or (1, D); logits (m, k, D) with target (m, 1, D) or (m, k, D)."""
+    def spans(n):  # stops kept within the axis: the array API leaves slices past the end unspecified
+        return [(a, min(n, a + size)) for a in range(0, n, size)]
+
+    if logits.ndim == 2:
+        return [(logits[a:b, :], target if target.shape[0] == 1 else target[a:b, :]) for a, b in spans(logits.shape[0])]
+    if logits.ndim == 3 and target.ndim == 3:
+        return [(logits[i, a:b, :], target[i, :, :] if target.shape[1] == 1 else target[i, a:b, :])
+                for i in range(logits.shape[0]) for a, b in spans(logits.shape[1])]
+    raise ValueError(f"bce_with_logits_per_example_fast: expected logits (N, D) or (m, k, D) and targets that "
+                     f"broadcast row by row, got {tuple(logits.shape)} and {tuple(target.shape)}")
 
 
 def bce_with_logits(logits, target):
@@ -109,11 +142,12 @@ def bce_with_logits(logits, target):
 
 
 def bce_with_logits_fast(logits, target):
-    """``bce_with_logits`` with each step in place (one pass each, no new arrays), or one fused kernel on CuPy.
+    """``bce_with_logits`` in fewer passes and one exp, or one fused kernel on CuPy.
 
-    The value's log1p term is summed by ``_sum_log1p_exp_neg`` (within D * 2^-24 nats per example in float32).
-    sigmoid(l) = (1 + tanh(l / 2)) / 2: one tanh and no branch, exactly 0 or 1 in the tails; its absolute error is
-    about one rounding of 1, no more than the subtraction s - x makes.
+    The value comes from ``_bce_rows_fast`` (within D * 2^-24 nats per example in float32). The gradient reuses its
+    1 + e, e = exp(-|l|): sigmoid(l) = 1 / (1 + e) for l >= 0 and e / (1 + e) = 1 - 1 / (1 + e) for l < 0, which
+    is 1/2 + sign(l) (1 / (1 + e) - 1/2) for every l, with no branch and no tanh (a scalar loop in NumPy). Exactly
+    0 or 1 in the tails; its absolute error is about one rounding of 1, no more than the subtraction s - x makes.
     """
     logits, target = _pair(logits, target, "bce_with_logits", ("logits", "target"))
     if _on_gpu():
@@ -121,12 +155,12 @@ def bce_with_logits_fast(logits, target):
         return kernels.bce_with_logits(logits, target)
     xp = B.get_xp()
     n = logits.shape[0]
-    terms = relu_fast(logits)
-    terms -= logits * target
-    value = (float(xp.sum(terms)) + float(xp.sum(_sum_log1p_exp_neg(logits)))) / n
-    grad = xp.tanh(logits * 0.5)
-    grad += 1.0
-    grad *= 0.5
+    rows, one_plus_e = _bce_rows_fast(logits, target)
+    value = float(xp.sum(rows)) / n
+    grad = 1.0 / one_plus_e
+    grad -= 0.5
+    grad *= xp.sign(logits)
+    grad += 0.5
     grad -= target
     grad *= 1.0 / n
     return value, grad

@@ -108,11 +108,17 @@ def _solution_body(source, file, qualname):
     return lines[start:end], indent
 
 
+HIDDEN_HINT = "not part of the assignment: the _fast twins that called this now call your plain functions"
+
+
 def blank_source(source, file, entries=MANIFEST):
-    """A module's source with every chosen target in ``file`` blanked (the entry's hint at its level) and every
-    fast twin in ``file`` rewritten as a call to its plain function."""
+    """A module's source with every chosen target in ``file`` blanked (the entry's hint at its level), every
+    fast twin in ``file`` rewritten as a call to its plain function, and the helpers only those twins called
+    (``Entry.hidden``) reduced to a raise."""
     replacements = {q: (lambda indent, h=e.shown_hint: _raise_lines(indent, h))
                     for e in entries for f, q in e.targets if f == file}
+    replacements.update({q: (lambda indent: _raise_lines(indent, HIDDEN_HINT)) for e in entries for f, q in e.hidden
+                         if f == file})
     tree = None
     for e in entries:
         for twin in e.twins:
@@ -346,7 +352,8 @@ def _build(folder, entries):
     pkg = folder / "tinyvae"
     shutil.copytree(PACKAGE_DIR, pkg, ignore=_student_ignore)
     assert not (pkg / "instructor").exists()
-    files = {f for e in entries for f, _ in e.targets} | {t.file for e in entries for t in e.twins}
+    files = ({f for e in entries for f, _ in e.targets} | {t.file for e in entries for t in e.twins}
+             | {f for e in entries for f, _ in e.hidden})
     for file in sorted(files):
         path = pkg / file
         new = blank_source(path.read_text(encoding="utf-8"), file, entries)

@@ -3,8 +3,9 @@ Host-only: the cases are drawn with NumPy on the CPU (the grader runs on the Num
 
 Adding a graded function (docs/instructors.md walks through one):
   1. an ``Entry`` below: file, qualname, points, hints, ``also_blanks`` (helpers whose code would give the answer
-     away; blanked and graded with it) and ``twins`` (``_fast`` forms that the handout rewrites to call the plain
-     one, so students write the formula once);
+     away; blanked and graded with it), ``twins`` (``_fast`` forms that the handout rewrites to call the plain
+     one, so students write the formula once) and ``hidden`` (helpers only those twins call, whose code restates
+     the formula: in the handout their bodies just raise);
   2. a scenario in ``runner.SCENARIOS`` (what the function is asked to do: no answers there, it runs on both sides);
   3. a case generator in ``CASES`` (fresh inputs from the run's seed: odd shapes, a batch of one, the edge cases).
 The expected values are never written down: the grader runs the scenario on the solution.
@@ -47,6 +48,7 @@ class Entry:
     also_blanks: tuple = ()
     twins: tuple = ()
     hint_level: str = "full"
+    hidden: tuple = ()  # (file, qualname) of helpers only the twins call; their bodies raise in the handout
 
     @property
     def targets(self):
@@ -110,7 +112,8 @@ MANIFEST = (
           "bce", also_blanks=(("losses.py", "_bce_terms"),),
           twins=(Twin("losses.py", "bce_with_logits_fast", "bce_with_logits"),
                  Twin("losses.py", "bce_with_logits_per_example_fast", "bce_with_logits_per_example",
-                      body=BCE_PER_EXAMPLE_DELEGATION))),
+                      body=BCE_PER_EXAMPLE_DELEGATION)),
+          hidden=(("losses.py", "_bce_rows_fast"),)),
     Entry("gaussian_kl", "losses.py", "gaussian_kl", 10,
           "value = 1/N sum 1/2 (mu^2 + exp(logvar) - 1 - logvar); dmu = mu / N, dlogvar = (exp(logvar) - 1) / (2N)",
           "KL(N(mu, exp(logvar)) || N(0, I)), batch mean, and its gradients", "kl",
