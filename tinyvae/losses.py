@@ -95,20 +95,23 @@ def _bce_rows_fast(logits, target):
     return xp.sum(terms, axis=-1) + _sum_log(one_plus_e), one_plus_e
 
 
+BLOCK_ROWS = 256  # 784-pixel rows: 800 KB per array; on 2 cores 256 beat 64, 128, 512 and 1024 (IWAE k=1000)
+
+
 def bce_with_logits_per_example_fast(logits, target):
     """``bce_with_logits_per_example`` with fewer and cheaper passes (``_bce_rows_fast``), for the IWAE bound's
     millions of rows. Also takes logits (m, k, D) with images (m, 1, D) that broadcast against them (so the images
-    are never copied k times). The rows go in blocks of ``BLOCK_ROWS`` (each block's passes stay in cache) shared
-    among the CPU's cores (``backend.run_in_threads``); every row is computed the same way whatever the split.
+    are never copied k times). On the CPU the rows go in blocks of ``BLOCK_ROWS`` (each block's passes stay in
+    cache) shared among the cores (``backend.run_in_threads``); every row is computed the same way whatever the
+    split. On CuPy the whole chunk goes at once.
     """
     if not B.is_array(logits):
         logits = B.asarray(logits)
     target = B.asarray(target, dtype=logits.dtype)
+    if _on_gpu():  # one set of launches over the whole chunk: a GPU wants few large passes
+        return _bce_rows_fast(logits, target)[0]
     rows = B.run_in_threads(lambda pair: _bce_rows_fast(*pair)[0], _row_block_pairs(logits, target, BLOCK_ROWS))
     return B.get_xp().reshape(B.concat(rows, axis=0), tuple(logits.shape[:-1]))
-
-
-BLOCK_ROWS = 256
 
 
 def _row_block_pairs(logits, target, size):
@@ -118,7 +121,8 @@ def _row_block_pairs(logits, target, size):
         return [(a, min(n, a + size)) for a in range(0, n, size)]
 
     if logits.ndim == 2:
-        return [(logits[a:b, :], target if target.shape[0] == 1 else target[a:b, :]) for a, b in spans(logits.shape[0])]
+        return [(logits[a:b, :], target if target.shape[0] == 1 else target[a:b, :])
+                for a, b in spans(logits.shape[0])]
     if logits.ndim == 3 and target.ndim == 3:
         return [(logits[i, a:b, :], target[i, :, :] if target.shape[1] == 1 else target[i, a:b, :])
                 for i in range(logits.shape[0]) for a, b in spans(logits.shape[1])]
