@@ -2,9 +2,6 @@
 
 The CuPy kernels are tested against the same plain formulas in tests marked ``gpu`` (they run where CuPy finds a
 device)."""
-import os
-import time
-
 import numpy as np
 import pytest
 
@@ -314,53 +311,19 @@ def test_bce_per_example_fast_broadcasts_the_images_over_samples():
         assert_close(got[i, :], want, 1e-13)
 
 
-@pytest.mark.backends("numpy")
-def test_bce_per_example_fast_gives_the_same_bits_on_any_number_of_threads(monkeypatch):
-    """The IWAE bound's rows go in blocks over the cores; each row must come out the same whatever the split."""
+def test_bce_per_example_fast_in_row_blocks_gives_the_bits_of_one_pass():
+    """The IWAE bound's rows go in cache-sized blocks; each row must come out as from one pass over all of them."""
     logits, target = _draw((3, 700, 40), 6.0, dtype="float32"), B.Generator(3).random((3, 1, 40), "float32")
     flat, flat_target = _draw((1100, 40), 6.0, seed=2, dtype="float32"), B.Generator(4).random((1100, 40), "float32")
-    results = {}
-    for threads in ("1", "2", "3"):
-        monkeypatch.setenv("TINYVAE_NUM_THREADS", threads)
-        assert B.cpu_threads() == int(threads)
-        results[threads] = (host(losses.bce_with_logits_per_example_fast(logits, target)),
-                            host(losses.bce_with_logits_per_example_fast(flat, flat_target)))
-    assert results["1"][0].shape == (3, 700) and results["1"][1].shape == (1100,)
-    for threads in ("2", "3"):
-        np.testing.assert_array_equal(results[threads][0], results["1"][0])
-        np.testing.assert_array_equal(results[threads][1], results["1"][1])
-    unblocked = host(losses._bce_rows_fast(flat, flat_target)[0])  # all 1100 rows in one set of passes
-    np.testing.assert_array_equal(results["1"][1], unblocked)
-
-
-@pytest.mark.backends("numpy")
-def test_run_in_threads_keeps_the_order_and_survives_a_fork(monkeypatch):
-    monkeypatch.setenv("TINYVAE_NUM_THREADS", "3")
-    assert B.run_in_threads(lambda i: i * i, range(10)) == [i * i for i in range(10)]
-    pid = os.fork()
-    if pid == 0:  # the child inherits the pool's record but not its threads: it must make its own, not hang
-        os._exit(0 if B.run_in_threads(lambda i: i + 1, range(6)) == list(range(1, 7)) else 1)
-    for _ in range(200):
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        pytest.fail("run_in_threads hung in a forked child")
-    assert os.waitstatus_to_exitcode(status) == 0
-
-
-def test_the_thread_count_setting_is_checked(monkeypatch, backend):
-    monkeypatch.setenv("TINYVAE_NUM_THREADS", "two")
-    if backend == "numpy":
-        with pytest.raises(ValueError, match="TINYVAE_NUM_THREADS must be a positive integer, got 'two'"):
-            B.cpu_threads()
-    else:
-        assert B.cpu_threads() == 1  # a GPU or strict arrays: one thread, whatever the setting
-    monkeypatch.delenv("TINYVAE_NUM_THREADS")
-    assert B.cpu_threads() >= 1
+    assert 700 > losses.BLOCK_ROWS and 1100 > 4 * losses.BLOCK_ROWS  # several blocks, and a short last one
+    blocked = host(losses.bce_with_logits_per_example_fast(logits, target))
+    assert blocked.shape == (3, 700)
+    np.testing.assert_array_equal(blocked, host(losses._bce_rows_fast(logits, target)[0]))
+    blocked = host(losses.bce_with_logits_per_example_fast(flat, flat_target))
+    assert blocked.shape == (1100,)
+    np.testing.assert_array_equal(blocked, host(losses._bce_rows_fast(flat, flat_target)[0]))
+    with pytest.raises(ValueError, match=r"expected logits \(N, D\) or \(m, k, D\)"):
+        losses.bce_with_logits_per_example_fast(_draw((2, 3, 4, 5)), _draw((2, 3, 4, 5)))
 
 
 # ---------------------------------------------------------------- deferred loss checks (the GPU's default)

@@ -265,47 +265,6 @@ def cache_block(dtype) -> int | None:
     return (256 * 1024) // (4 if dtype_name(dtype) == "float32" else 8)
 
 
-def cpu_threads() -> int:
-    """How many threads ``run_in_threads`` spreads NumPy work over: TINYVAE_NUM_THREADS if set, else the cores this
-    process may run on. Always 1 off the "numpy" backend (a GPU queues its own work; strict arrays stay simple)."""
-    if _state.name != "numpy":
-        return 1
-    setting = os.environ.get("TINYVAE_NUM_THREADS", "").strip()
-    if setting:
-        if not setting.isdigit() or int(setting) < 1:
-            raise ValueError(f"TINYVAE_NUM_THREADS must be a positive integer, got {setting!r}")
-        return int(setting)
-    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-    return max(1, len(cores))
-
-
-_pool = {"pid": None, "executor": None, "size": 0}
-
-
-def run_in_threads(fn, parts) -> list:
-    """[fn(part) for part in parts], with the parts shared among ``cpu_threads()`` threads, in order.
-
-    NumPy lets go of Python's interpreter lock inside each element-wise pass, so passes over different parts run on
-    different cores at once, as PyTorch's element-wise ops do. Worth it only for large parts (a pass of a
-    millisecond, not microseconds: every pass hands the lock back and forth), e.g. the IWAE bound's chunks of
-    thousands of rows. Each thread takes a run of consecutive parts. fn must compute each part the same way alone
-    as with the others, so the result does not depend on the number of threads.
-    """
-    parts = list(parts)
-    threads = min(cpu_threads(), len(parts))
-    if threads <= 1:
-        return [fn(part) for part in parts]
-    if _pool["pid"] != os.getpid() or _pool["size"] < threads:  # none yet, too small, or inherited by a fork
-        from concurrent.futures import ThreadPoolExecutor
-        _pool.update(pid=os.getpid(), executor=ThreadPoolExecutor(threads, "tinyvae"), size=threads)
-    runs = [parts[i * len(parts) // threads:(i + 1) * len(parts) // threads] for i in range(threads)]
-    others = [_pool["executor"].submit(lambda run=run: [fn(part) for part in run]) for run in runs[1:]]
-    results = [fn(part) for part in runs[0]]  # this thread takes the first run itself
-    for future in others:
-        results.extend(future.result())
-    return results
-
-
 def synchronize() -> None:
     """Wait for queued GPU work (a no-op on the CPU backends); call before reading a timer."""
     if _state.name == "cupy":
