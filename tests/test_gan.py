@@ -230,3 +230,11 @@ def test_per_network_state_dict_round_trips_and_names_the_networks():
             assert np.array_equal(B.to_numpy(ours[key]), B.to_numpy(theirs[key])), (name, key)
     with pytest.raises(ValueError, match="discriminator"):
         fresh.load_state_dict({"type": "PerNetwork", "networks": {"encoder": opts["encoder"].state_dict()}})
+
+
+def test_fit_refuses_optimizers_built_for_another_model():
+    model, other = small(), small()
+    x = B.Generator(0).random((4, 12), "float64")
+    with pytest.raises(ValueError, match=r"gan.fit: the optimizer does not hold this model's parameters.*"
+                                         r"gan.make_optimizers\(model\)"):
+        gan.fit(model, x, 1, optimizers=gan.make_optimizers(other), progress=False)

@@ -79,9 +79,7 @@ An ``optim.PerNetwork`` (a VAE-GAN's one Adam per network) is saved as {"type": 
     arrays = {f"param/{name}": B.to_numpy(p.data) for name, p in model.named_parameters()}
     opt_config = None
     if optimizer is not None:
-        if [id(p) for p in optimizer.params] != [id(p) for p in model.parameters()]:
-            raise ValueError("save: the optimizer does not hold this model's parameters in model.parameters() "
-                             "order, so its state could not be restored onto the model")
+        optim.check_holds(optimizer, model, "save", "its state could not be restored onto the model")
         if isinstance(optimizer, optim.PerNetwork):  # one optimizer per network: optim/<network>/m.0, ...
             opt_config = {"type": "PerNetwork", "networks": {}}
             for net, opt in optimizer.optimizers.items():

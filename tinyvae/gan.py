@@ -32,7 +32,7 @@ from .activations import LeakyReLU, sigmoid
 from .layers import Dense
 from .models import VAE
 from .module import Module, Sequential
-from .optim import Adam, PerNetwork
+from .optim import Adam, PerNetwork, check_holds
 from .train import History, _as_data, _positive_int, history_and_start
 
 
@@ -326,9 +326,8 @@ def _checked_args(model, x_train, epochs, batch_size, optimizers, rates, start_e
     history, start_epoch = history_and_start(history, start_epoch, VAEGANHistory, "gan.fit")
     if optimizers is None:
         optimizers = make_optimizers(model, *rates)
-    elif [id(p) for p in optimizers.params] != [id(p) for p in model.parameters()]:
-        raise ValueError("gan.fit: the optimizers do not hold this model's parameters in order; build them with "
-                         "gan.make_optimizers(model)")
+    else:
+        check_holds(optimizers, model, "gan.fit", "build the optimizers with gan.make_optimizers(model)")
     return _as_data(model, x_train, "gan.fit: x_train"), optimizers, start_epoch, history
 
 

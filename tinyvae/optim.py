@@ -214,6 +214,14 @@ class Adam(Optimizer):
             adam_fast(p, g, m, v, self.t, self.lr, self.betas, self.eps, self.weight_decay)
 
 
+def check_holds(optimizer, model, who, advice):
+    """Raise a ValueError naming ``who`` unless ``optimizer`` updates exactly ``model.parameters()``, in that order
+    (its moments are saved, restored and matched to parameters by position). ``advice`` says how to build one."""
+    if [id(p) for p in optimizer.params] != [id(p) for p in model.parameters()]:
+        raise ValueError(f"{who}: the optimizer does not hold this model's parameters in model.parameters() order "
+                         f"(was it made for another model, or before the model was loaded?); {advice}")
+
+
 def _row_blocks(a, size):
     """Indices that cut ``a`` into views of whole rows, ``a[index]``, of about ``size`` elements each (one view of
     all of ``a`` when ``size`` is None or ``a`` is no bigger)."""

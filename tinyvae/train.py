@@ -14,7 +14,7 @@ import time
 from tqdm.auto import tqdm
 
 from . import backend as B
-from .optim import Adam, clip_grad_norm
+from .optim import Adam, check_holds, clip_grad_norm
 
 
 
@@ -230,12 +230,10 @@ def _checked_fit_args(model, x_train, epochs, batch_size, optimizer, x_val, lr, 
     if x_val is not None:
         x_val = _as_data(model, x_val, "fit: x_val")
         y_val = _labels(model, y_val, x_val.shape[0], "fit: y_val")
-    params = model.parameters()
     if optimizer is None:
-        optimizer = Adam(params, lr=lr)
-    elif [id(p) for p in optimizer.params] != [id(p) for p in params]:
-        raise ValueError("fit: the optimizer does not hold this model's parameters (was it made for another model, "
-                         "or before the model was loaded?); build it with Adam(model.parameters())")
+        optimizer = Adam(model.parameters(), lr=lr)
+    else:
+        check_holds(optimizer, model, "fit", "build it with Adam(model.parameters())")
     return x, y, x_val, y_val, optimizer, start_epoch, history
 
 
