@@ -2,6 +2,8 @@
 
 The CuPy kernels are tested against the same plain formulas in tests marked ``gpu`` (they run where CuPy finds a
 device)."""
+import re
+
 import numpy as np
 import pytest
 
@@ -322,8 +324,12 @@ def test_bce_per_example_fast_in_row_blocks_gives_the_bits_of_one_pass():
     blocked = host(losses.bce_with_logits_per_example_fast(flat, flat_target))
     assert blocked.shape == (1100,)
     np.testing.assert_array_equal(blocked, host(losses._bce_rows_fast(flat, flat_target)[0]))
-    with pytest.raises(ValueError, match=r"expected logits \(N, D\) or \(m, k, D\)"):
-        losses.bce_with_logits_per_example_fast(_draw((2, 3, 4, 5)), _draw((2, 3, 4, 5)))
+    for x, t in ((logits, target), (flat, flat_target)):  # CuPy's size None: all rows in one block
+        assert [tuple(a.shape) for a in losses._row_block_pairs(x, t, None)[0]] == [tuple(x.shape), tuple(t.shape)]
+    for shapes in [((2, 3, 4, 5), (2, 3, 4, 5)), ((6, 5), (4, 5)), ((6, 5), (6, 4)), ((2, 3, 5), (1, 3, 5))]:
+        with pytest.raises(ValueError, match=r"expected logits \(N, D\) with targets .* got " + re.escape(
+                f"{shapes[0]} and {shapes[1]}")):
+            losses.bce_with_logits_per_example_fast(_draw(shapes[0]), _draw(shapes[1], seed=1))
 
 
 # ---------------------------------------------------------------- deferred loss checks (the GPU's default)

@@ -107,27 +107,29 @@ def bce_with_logits_per_example_fast(logits, target):
     if not B.is_array(logits):
         logits = B.asarray(logits)
     target = B.asarray(target, dtype=logits.dtype)
-    if _on_gpu():  # one set of launches over the whole chunk: a GPU wants few large passes
-        return _bce_rows_fast(logits, target)[0]
-    rows = [_bce_rows_fast(block, block_target)[0]
-            for block, block_target in _row_block_pairs(logits, target, BLOCK_ROWS)]
+    size = None if _on_gpu() else BLOCK_ROWS  # a GPU wants few large passes: one set of launches for all rows
+    rows = [_bce_rows_fast(block, block_target)[0] for block, block_target in _row_block_pairs(logits, target, size)]
     return B.get_xp().reshape(B.concat(rows, axis=0), tuple(logits.shape[:-1]))
 
 
 def _row_block_pairs(logits, target, size):
-    """(logits rows, their targets) in blocks of at most ``size`` rows, in order: logits (N, D) with target (N, D)
-    or (1, D); logits (m, k, D) with target (m, 1, D) or (m, k, D)."""
+    """(logits rows, their targets) in blocks of at most ``size`` rows, in order (everything at once for None):
+    logits (N, D) with target (N, D) or (1, D); logits (m, k, D) with target (m, k, D) or (m, 1, D)."""
     def spans(n):  # stops kept within the axis: the array API leaves slices past the end unspecified
-        return [(a, min(n, a + size)) for a in range(0, n, size)]
+        return [(a, min(n, a + (size or n))) for a in range(0, n, size or n)]
 
-    if logits.ndim == 2:
-        return [(logits[a:b, :], target if target.shape[0] == 1 else target[a:b, :])
-                for a, b in spans(logits.shape[0])]
-    if logits.ndim == 3 and target.ndim == 3:
-        return [(logits[i, a:b, :], target[i, :, :] if target.shape[1] == 1 else target[i, a:b, :])
-                for i in range(logits.shape[0]) for a, b in spans(logits.shape[1])]
-    raise ValueError(f"bce_with_logits_per_example_fast: expected logits (N, D) or (m, k, D) and targets that "
-                     f"broadcast row by row, got {tuple(logits.shape)} and {tuple(target.shape)}")
+    lead, target_lead = tuple(logits.shape[:-1]), tuple(target.shape[:-1])
+    same_width = logits.shape[-1] == target.shape[-1]
+    if same_width and len(lead) == 1 and target_lead in ((1,), lead):
+        return [(logits[a:b, :], target if target_lead == (1,) else target[a:b, :]) for a, b in spans(lead[0])]
+    if same_width and len(lead) == 2 and target_lead in ((lead[0], 1), lead):
+        if size is None:
+            return [(logits, target)]
+        return [(logits[i, a:b, :], target[i, :, :] if target_lead[1] == 1 else target[i, a:b, :])
+                for i in range(lead[0]) for a, b in spans(lead[1])]
+    raise ValueError(f"bce_with_logits_per_example_fast: expected logits (N, D) with targets (N, D) or (1, D), or "
+                     f"logits (m, k, D) with targets (m, k, D) or (m, 1, D); got {tuple(logits.shape)} and "
+                     f"{tuple(target.shape)}")
 
 
 def bce_with_logits(logits, target):
