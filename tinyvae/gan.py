@@ -209,8 +209,9 @@ class VAEGAN(VAE):
         if eps is None or z_prior is None:
             rng = B.as_generator(rng)
         mu, logvar, out, images, logits, feats = self._forward_all(x, eps, z_prior, rng)
-        kl, dmu_kl, dlogvar_kl = losses.gaussian_kl(mu, logvar)
-        pixel, dpixel = losses.bce_with_logits(out[:n, :], x)
+        kl, dmu_kl, dlogvar_kl = losses.gaussian_kl_fast(mu, logvar)
+        pixel, dpixel = losses.bce_with_logits_fast(out[:n, :], x)
+        kl, pixel = float(kl), float(pixel)  # a float per term, as the other terms (0-d device arrays on CuPy)
         llike, dfeat = feature_matching(feats[:n, :], feats[n:2 * n, :])
         disc, dreal, dfake = discriminator_loss(logits[:n, :], logits[n:, :])
         gan, dgen = generator_loss(logits[n:, :])
