@@ -30,7 +30,7 @@ import machine
 import tinyvae as tv
 from tinyvae.files import atomic_write
 from tinyvae.optim import adam_reference
-from tinyvae.train import fit, iwae_bound
+from tinyvae.train import fit, iwae_bound, iwae_chunk_rows
 
 SEED, LR, BATCHES = 0, 1e-3, (128, 1024)
 SMOKE = {"n_train": 512, "n_test": 40, "epochs": 1, "repeats": 3, "iwae_k": 20, "iwae_repeats": 1}
@@ -189,11 +189,12 @@ def iwae(model, x_test, device, k, repeats):
     twin = TorchVAE().copy_from(model).to(device)
     x_dev, tx = tv.asarray(x_test), torch.from_numpy(x_test).to(device)
     iwae_bound(model, x_dev[:4], k=k)  # warm-up: compile, fill the memory pools
-    torch_iwae_bound(twin, tx[:4], k=k)
+    rows = iwae_chunk_rows(model)  # the same chunks for both: on CuPy, 256 MB of decoder output
+    torch_iwae_bound(twin, tx[:4], k=k, rows=rows)
     times, bounds = {"tinyvae": [], "foreach": []}, {}
     for _ in range(repeats):
         for kind, run in (("tinyvae", lambda: iwae_bound(model, x_dev, k=k)),
-                          ("foreach", lambda: torch_iwae_bound(twin, tx, k=k))):
+                          ("foreach", lambda: torch_iwae_bound(twin, tx, k=k, rows=rows))):
             sync()
             start = time.perf_counter()
             bounds[kind] = run()

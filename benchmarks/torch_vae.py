@@ -46,7 +46,7 @@ class TorchVAE(torch.nn.Module):
         return model
 
 
-def torch_iwae_bound(twin, x, k=1000, rows=2**24 // (784 * 4), seed=0):
+def torch_iwae_bound(twin, x, k=1000, rows=2**24 // (784 * 4), seed=0):  # rows: tinyvae's CPU default
     """The IWAE bound on -log p(x) (mean nats per image) computed in plain PyTorch, the same chunking as tinyvae's:
     about ``rows`` (example, sample) rows through the decoder at once, torch.logsumexp over the k samples. The noise
     is drawn on ``x``'s device (a CUDA tensor: on the GPU)."""

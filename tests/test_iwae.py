@@ -175,3 +175,15 @@ def test_train_options_reach_a_model_that_passes_them_on():
     assert kwargs["beta"] == 2.0 and kwargs["k"] == 3 and kwargs["channels"] == [32, 64]
     model = tv.models.MODELS["convvae"](**{**kwargs, "channels": [2], "image_shape": (1, 28, 28)})
     assert (model.beta, model.k) == (2.0, 3)
+
+
+def test_the_bound_decodes_16_mb_chunks_on_the_cpu_and_256_mb_on_a_gpu(monkeypatch):
+    from tinyvae import train
+
+    assert train.iwae_chunk_rows(tv.VAE(784, (8,), 2, dtype="float32", rng=0)) == 2**24 // (784 * 4) == 5349
+    assert train.iwae_chunk_rows(tv.VAE(784, (8,), 2, dtype="float64", rng=0)) == 2**24 // (784 * 8)
+    conv = tv.ConvVAE(rng=0)
+    assert train.iwae_chunk_rows(conv) == conv.decode_rows  # its intermediate images, not its output, set the size
+    model = tv.VAE(784, (8,), 2, dtype="float32", rng=0)
+    monkeypatch.setattr(train.B, "backend_name", lambda: "cupy")  # the rule only: no GPU is touched
+    assert train.iwae_chunk_rows(model) == 2**28 // (784 * 4)

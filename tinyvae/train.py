@@ -365,6 +365,20 @@ def _logsumexp_update(run_max, run_sum, log_w):
     return new_max, run_sum
 
 
+def iwae_chunk_rows(model):
+    """How many (example, sample) rows ``iwae_bound`` sends through the decoder at once by default.
+
+    About 16 MB of decoder output on the CPU (5,349 rows of 784 float32 pixels: its temporaries are then reused
+    from one chunk to the next, where 64 MB chunks took 1.5 times as long on a 2-core CPU, every new array costing
+    fresh pages) and 256 MB on a GPU, where fewer and larger launches win. A model whose decoder makes far larger
+    intermediate arrays than its output (a convolutional one) names its own number, ``decode_rows``.
+    """
+    if getattr(model, "decode_rows", None):
+        return model.decode_rows
+    budget = 2**28 if B.backend_name() == "cupy" else 2**24
+    return max(1, budget // (model.input_dim * (8 if model.dtype == "float64" else 4)))
+
+
 def iwae_bound(model, x, k=1000, batch_size=None, seed=0, eps=None, labels=None):
     """The importance-weighted upper bound on -log p(x) (Burda et al. 2016), mean per example in nats (a float).
 
@@ -381,9 +395,7 @@ def iwae_bound(model, x, k=1000, batch_size=None, seed=0, eps=None, labels=None)
 
     The noise is drawn from ``Generator(seed)`` in (example, sample) order, one block per chunk (or ``eps`` of
     shape (N, k, K) is used). ``batch_size`` is the largest number of (example, sample) rows sent through the
-    decoder at once; None picks about 16 MB of decoder output (5,349 rows for 784 float32 pixels; chunks of 64 MB
-    took 1.5 times as long on a 2-core CPU, each new array of that size costing fresh pages). Chunks cover several
-    examples, or part of one example's k samples (combined with a running log-sum-exp), so k = 1000 on 10,000
+    decoder at once; None picks ``iwae_chunk_rows(model)``. Chunks cover several examples, or part of one example's k samples (combined with a running log-sum-exp), so k = 1000 on 10,000
     images runs in bounded memory. On NumPy the figure does not depend on ``batch_size``; on CuPy it does,
     within the Monte Carlo error (see ``_iwae_noise``). ``labels`` (N,): for a conditional model, which then
     bounds -log p(x|y).
@@ -394,11 +406,7 @@ def iwae_bound(model, x, k=1000, batch_size=None, seed=0, eps=None, labels=None)
     x = _as_data(model, x, "iwae_bound: x")
     y = _labels(model, labels, x.shape[0], "iwae_bound: labels")
     n, latent = x.shape[0], model.latent_dim
-    if batch_size is None:
-        # a convolutional decoder's intermediate images are far larger than its output: it names its own size
-        batch_size = getattr(model, "decode_rows", None) or max(
-            1, 2**24 // (x.shape[1] * (8 if model.dtype == "float64" else 4)))
-    _positive_int(batch_size, "iwae_bound: batch_size")
+    batch_size = iwae_chunk_rows(model) if batch_size is None else _positive_int(batch_size, "iwae_bound: batch_size")
     if eps is not None:
         eps = B.asarray(eps, dtype=model.dtype)
         if tuple(eps.shape) != (n, k, latent):
