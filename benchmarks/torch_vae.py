@@ -46,10 +46,11 @@ class TorchVAE(torch.nn.Module):
         return model
 
 
-def torch_iwae_bound(twin, x, k=1000, rows=2**24 // (784 * 4), seed=0):  # rows: tinyvae's CPU default
+def torch_iwae_bound(twin, x, *, rows, k=1000, seed=0):
     """The IWAE bound on -log p(x) (mean nats per image) computed in plain PyTorch, the same chunking as tinyvae's:
-    about ``rows`` (example, sample) rows through the decoder at once, torch.logsumexp over the k samples. The noise
-    is drawn on ``x``'s device (a CUDA tensor: on the GPU)."""
+    about ``rows`` (example, sample) rows through the decoder at once (pass ``tinyvae.train.iwae_chunk_rows(model)``
+    for tinyvae's), torch.logsumexp over the k samples. The noise is drawn on ``x``'s device (a CUDA tensor: on the
+    GPU)."""
     gen = torch.Generator(device=x.device).manual_seed(seed)
     per_chunk, total = max(1, rows // k), 0.0
     with torch.no_grad():

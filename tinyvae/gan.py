@@ -211,7 +211,7 @@ class VAEGAN(VAE):
         mu, logvar, out, images, logits, feats = self._forward_all(x, eps, z_prior, rng)
         kl, dmu_kl, dlogvar_kl = losses.gaussian_kl_fast(mu, logvar)
         pixel, dpixel = losses.bce_with_logits_fast(out[:n, :], x)
-        kl, pixel = float(kl), float(pixel)  # a float per term, as the other terms (0-d device arrays on CuPy)
+        kl, pixel = float(kl), float(pixel)  # floats like the other terms (the twins give 0-d arrays on CuPy)
         llike, dfeat = feature_matching(feats[:n, :], feats[n:2 * n, :])
         disc, dreal, dfake = discriminator_loss(logits[:n, :], logits[n:, :])
         gan, dgen = generator_loss(logits[n:, :])

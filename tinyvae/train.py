@@ -395,9 +395,10 @@ def iwae_bound(model, x, k=1000, batch_size=None, seed=0, eps=None, labels=None)
 
     The noise is drawn from ``Generator(seed)`` in (example, sample) order, one block per chunk (or ``eps`` of
     shape (N, k, K) is used). ``batch_size`` is the largest number of (example, sample) rows sent through the
-    decoder at once; None picks ``iwae_chunk_rows(model)``. Chunks cover several examples, or part of one example's k samples (combined with a running log-sum-exp), so k = 1000 on 10,000
-    images runs in bounded memory. On NumPy the figure does not depend on ``batch_size``; on CuPy it does,
-    within the Monte Carlo error (see ``_iwae_noise``). ``labels`` (N,): for a conditional model, which then
+    decoder at once; None picks ``iwae_chunk_rows(model)``. Chunks cover several examples, or part of one
+    example's k samples (combined with a running log-sum-exp), so k = 1000 on 10,000 images runs in bounded
+    memory. On NumPy the figure does not depend on ``batch_size``; on CuPy it does, within the Monte Carlo error
+    (see ``_iwae_noise``). ``labels`` (N,): for a conditional model, which then
     bounds -log p(x|y).
     """
     _need_vae(model, "iwae_bound")
