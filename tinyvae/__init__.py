@@ -5,7 +5,7 @@
     layer = tv.Dense(784, 400)
 """
 from . import backend, checkpoint, conv, datasets, experiments, gan, gradcheck, losses, models, optim, train
-from .activations import ACTIVATIONS, Identity, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh, get_activation
+from .activations import ACTIVATIONS, ELU, Identity, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh, get_activation
 from .backend import (
     BackendUnavailable,
     Generator,
@@ -23,12 +23,14 @@ from .checkpoint import Checkpoint, load, save
 from .conv import Conv2d, ConvTranspose2d, Flatten, Unflatten
 from .conv_models import ConvAutoencoder, ConvVAE
 from .gan import VAEGAN, Discriminator
+from .gmvae import GMVAE
 from .layers import Dense
 from .models import VAE, Autoencoder, DenoisingAutoencoder, LossParts
 from .module import Module, Parameter, Sequential
 from .optim import SGD, Adam, clip_grad_norm
 from .pca import PCA
 from .reparam import Reparameterize
+from .ssvae import SSVAE
 from .train import History, active_units, evaluate, fit, iwae_bound, latent_variances
 
 __version__ = "0.1.0"
@@ -39,11 +41,11 @@ __all__ = [
     "as_generator", "seed", "BackendUnavailable",
     # building blocks
     "Parameter", "Module", "Sequential", "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softplus", "Identity",
-    "ACTIVATIONS", "get_activation", "Reparameterize",
+    "ELU", "ACTIVATIONS", "get_activation", "Reparameterize",
     "Conv2d", "ConvTranspose2d", "Flatten", "Unflatten",
     # models, training, evaluation
     "Autoencoder", "DenoisingAutoencoder", "VAE", "ConvVAE", "ConvAutoencoder", "VAEGAN", "Discriminator",
-    "LossParts", "SGD", "Adam", "clip_grad_norm", "fit", "History",
+    "GMVAE", "SSVAE", "LossParts", "SGD", "Adam", "clip_grad_norm", "fit", "History",
     "evaluate", "iwae_bound", "active_units", "latent_variances", "PCA", "save", "load", "Checkpoint",
     # submodules
     "backend", "checkpoint", "conv", "datasets", "experiments", "gan", "gradcheck", "losses", "models", "optim",

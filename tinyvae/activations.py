@@ -207,3 +207,38 @@ def get_activation(name):
         return ACTIVATIONS[name]()
     except (KeyError, TypeError):
         raise ValueError(f"unknown activation {name!r}: expected one of {', '.join(ACTIVATIONS)}") from None
+
+
+# ------------------------------------------------------------------------------------------------------- ELU
+def elu(x):
+    """x where x > 0, else exp(x) - 1 (Clevert et al. 2016, alpha = 1; CS236's MLPs use it).
+
+    exp is taken of min(x, 0), through expm1 (exact for small |x|), so no positive input can overflow.
+    """
+    xp = B.get_xp()
+    return xp.where(x > 0, x, xp.expm1(xp.minimum(x, 0.0)))
+
+
+def elu_backward(dout, y):
+    """dx = dout where y = elu(x) > 0, else dout * (y + 1), since d/dx (exp(x) - 1) = exp(x) = y + 1.
+    dout, y, dx: the same shape."""
+    return B.get_xp().where(y > 0, dout, dout * (y + 1.0))
+
+
+class ELU(Activation):
+    """y = x if x > 0 else exp(x) - 1.  Backward: dx = dout if y > 0 else dout * (y + 1) (``elu_backward``).
+
+    Forward keeps its output y: y > 0 exactly where x > 0, and y + 1 = exp(x) is the slope on the left.
+    """
+
+    def forward(self, x):
+        y = elu(x)
+        self._saved_value = y
+        return y
+
+    def backward(self, dout):
+        y = self._saved(self._saved_value)
+        return elu_backward(dout, y)
+
+
+ACTIVATIONS["elu"] = ELU

@@ -334,6 +334,7 @@ def check_components(seed=0):
 
     checks += value_checks(seed)
     checks += conv_checks(seed)
+    checks += cs236_checks(seed)
     report = Report()
     for name, run in checks:
         try:
@@ -341,3 +342,31 @@ def check_components(seed=0):
         except Exception as err:  # noqa: BLE001 - one failing row per broken component, then carry on
             report.append(Check(name, (), math.inf, note=f"{type(err).__name__}: {err}"))
     return report
+
+
+def cs236_checks(seed=0):
+    """(name, run) pairs for issue 21's models (CS236 homework 2): the log-mixture density's gradient into z, the
+    means and the variances; the GMVAE's whole objective (one sampled KL, eps fixed); and the M2 objective through
+    its enumeration over the labels and q(y|x)'s weights, with the generative weight 1, 0 and in between."""
+    from .gmvae import GMVAE, log_mixture_density, log_mixture_density_backward
+    from .ssvae import SSVAE
+
+    xp, rng = B.get_xp(), B.Generator(seed + 3)
+    normal = lambda *shape: rng.standard_normal(shape, "float64")  # noqa: E731
+
+    def mixture():
+        z, means, dlogp = normal(5, 3), normal(4, 3), normal(5)
+        variances = rng.random((4, 3), "float64") + 0.3
+        dz, dmeans, dvariances = log_mixture_density_backward(dlogp, z, means, variances)
+        weighted = lambda: float(xp.sum(log_mixture_density(z, means, variances) * dlogp))  # noqa: E731
+        return check_gradients(weighted, {"dz": z, "dmeans": means, "dvariances": variances},
+                               {"dz": dz, "dmeans": dmeans, "dvariances": dvariances}, "log_mixture_density ")
+
+    x, xl = rng.random((5, 8), "float64"), rng.random((3, 8), "float64")
+    checks = [("log_mixture_density", mixture),
+              ("GMVAE", lambda: check_model(GMVAE(8, (6, 5), 3, components=4, dtype="float64", rng=rng), x,
+                                            eps=normal(5, 3), name="GMVAE(K=4)"))]
+    checks += [(f"SSVAE(gen_weight={w})", lambda w=w: check_model(
+        SSVAE(8, (6,), 3, num_classes=4, gen_weight=w, class_weight=3.0, dtype="float64", rng=rng), x, xl=xl,
+        yl=B.arange(3) % 4, eps=normal(5, 4, 3), name=f"SSVAE(gen_weight={w})")) for w in (1.0, 0.0)]
+    return checks

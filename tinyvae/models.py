@@ -16,6 +16,7 @@ from .train import _positive_int
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 NOISES = ("gaussian", "masking")
+LOG_2PI = math.log(2.0 * math.pi)
 
 
 class LossParts:
@@ -382,8 +383,14 @@ class VAE(_Base):
         z = xp.expand_dims(mu, axis=1) + xp.expand_dims(xp.exp(0.5 * logvar), axis=1) * eps  # (m, k, K)
         out = self._decode_raw(xp.reshape(z, (m * k, latent)))
         log_px = self._log_px_k(xp.reshape(out, (m, k, self.input_dim)), x)
-        log_ratio = 0.5 * (xp.sum(eps * eps, axis=2) - xp.sum(z * z, axis=2) + xp.sum(logvar, axis=1, keepdims=True))
-        return log_px + beta * log_ratio, log_px, z, out
+        # log p(z) - log q(z|x), with log q = -1/2 sum_j [eps_j^2 + logvar_j + log 2 pi]; p(z) is the model's own
+        # prior (``log_prior``: N(0, I) here, a mixture in a GMVAE)
+        log_q = -0.5 * (xp.sum(eps * eps, axis=2) + xp.sum(logvar, axis=1, keepdims=True) + latent * LOG_2PI)
+        return log_px + beta * (self.log_prior(z) - log_q), log_px, z, out
+
+    def log_prior(self, z):
+        """log p(z) = -1/2 |z|^2 - K/2 log 2 pi under the prior N(0, I): z (..., K) -> (...)."""
+        return -0.5 * (B.get_xp().sum(z * z, axis=-1) + z.shape[-1] * LOG_2PI)
 
     def _log_px_k(self, out, x):
         """log p(x | z) for k codes per example: ``out`` (m, k, D) decoder outputs, ``x`` (m, D) images -> (m, k)."""
@@ -617,6 +624,12 @@ MODELS.update({"convvae": ConvVAE, "convae": ConvAutoencoder})
 from .gan import VAEGAN  # noqa: E402 - the VAE-GAN subclasses VAE
 
 MODELS["vaegan"] = VAEGAN
+
+# ---- issue 21 (CS236): the mixture-prior VAE and the semi-supervised M2, in their own files ----
+from .gmvae import GMVAE  # noqa: E402 - subclasses VAE
+from .ssvae import SSVAE  # noqa: E402
+
+MODELS.update({"gmvae": GMVAE, "ssvae": SSVAE})
 
 
 def build(config):

@@ -1,0 +1,260 @@
+"""The semi-supervised VAE M2 (Kingma et al. 2014), as in Stanford CS236's homework 2, and its training loop.
+
+Three MLPs: a classifier q(y|x), an encoder q(z|x, y) and a decoder p(x|z, y). An unlabeled image's label is
+summed out by enumerating all C classes, each weighted by the classifier's belief pi = q(y|x):
+
+    U(x) = sum_c pi_c [rec(x; c) + KL(q(z|x, c) || N(0, I))] + KL(pi || uniform),
+    rec(x; c) = -log p(x | z_c, c),  z_c = mu(x, c) + exp(logvar(x, c) / 2) * eps_c,
+    KL(pi || uniform) = sum_c pi_c log pi_c + log C,
+
+an upper bound on -log p(x) (the negative ELBO of the joint model). The few labeled images train the classifier
+directly with a weighted cross-entropy:
+
+    loss = gen_weight * 1/N sum_n U(x_n) + class_weight * 1/M sum_m CE(q(y|x_m), y_m).
+
+gen_weight = 0 is the classifier trained on the labeled images alone (the baseline); the generative term is what
+lets the unlabeled images shape the classifier, through pi's weights on every enumerated term.
+"""
+import math
+import time
+
+from tqdm.auto import tqdm
+
+from . import backend as B
+from . import losses
+from .activations import sigmoid
+from .layers import Dense
+from .models import LossParts, _Base, mlp
+from .optim import Adam
+from .reparam import Reparameterize
+from .train import History, _positive_int
+
+
+def bernoulli_binarize(x, gen):
+    """A fresh binarization x_b ~ Bernoulli(x) of pixel intensities x in [0, 1] ("dynamic binarization": a new
+    draw at every batch), on the active backend from the generator ``gen``; x, x_b: (N, D) of x's dtype."""
+    return B.astype(gen.random(tuple(x.shape), x.dtype) < x, x.dtype)
+
+
+def kl_categorical_uniform(pi):
+    """KL(pi || uniform) = sum_c pi_c log pi_c + log C for each row of pi (N, C): (N,). pi_c log pi_c = 0 at 0."""
+    xp = B.get_xp()
+    safe = xp.where(pi > 0, pi, xp.ones_like(pi))
+    return xp.sum(pi * xp.log(safe), axis=1) + math.log(pi.shape[1])
+
+
+class SSVAE(_Base):
+    """M2: classifier q(y|x), encoder q(z|x, y), decoder p(x|z, y), with labels enumerated for unlabeled images.
+
+    ``loss(x, xl, yl, eps=None, rng=None)``: x (N, D) unlabeled images, xl (M, D) and yl (M,) labeled ones (may be
+    None: then only the generative term), eps (N, C, d) fixes the noise. ``backward()`` then fills every .grad.
+    Defaults are CS236's: 784-300-300 ELU MLPs, latent 64, 10 classes, gen_weight 1, class_weight 100.
+    """
+
+    kind = "ssvae"
+    likelihood = "bernoulli"
+    _config_keys = ("input_dim", "hidden", "latent_dim", "num_classes", "gen_weight", "class_weight", "activation",
+                    "dtype")
+
+    def __init__(self, input_dim=784, hidden=(300, 300), latent_dim=64, num_classes=10, gen_weight=1.0,
+                 class_weight=100.0, activation="elu", dtype=None, rng=None):
+        self.hidden = [hidden] if isinstance(hidden, int) else list(hidden)
+        for name, n in [("input_dim", input_dim), ("latent_dim", latent_dim)] + [("hidden", h) for h in self.hidden]:
+            _positive_int(n, name)
+        if not self.hidden:
+            raise ValueError("SSVAE: hidden must name at least one layer size")
+        self.num_classes = _positive_int(num_classes, "num_classes", 2)
+        if not (gen_weight >= 0 and class_weight >= 0):
+            raise ValueError(f"SSVAE: gen_weight and class_weight must be >= 0, got {gen_weight!r}, {class_weight!r}")
+        self.input_dim, self.latent_dim, self.activation = input_dim, latent_dim, activation
+        self.gen_weight, self.class_weight, self.dtype = float(gen_weight), float(class_weight), B.dtype_name(dtype)
+        rng, c = B.as_generator(rng), self.num_classes
+        self.classifier = mlp([input_dim, *self.hidden, c], activation, dtype, rng)
+        self.encoder = mlp([input_dim + c, *self.hidden], activation, dtype, rng, last_activation=True)
+        self.mu_head = Dense(self.hidden[-1], latent_dim, rng=rng, dtype=dtype)
+        self.logvar_head = Dense(self.hidden[-1], latent_dim, rng=rng, dtype=dtype)
+        self.reparam = Reparameterize()
+        self.decoder = mlp([latent_dim + c, *reversed(self.hidden), input_dim], activation, dtype, rng)
+        self.classifier[0].input_grad = self.encoder[0].input_grad = False  # no gradient w.r.t. the pixels
+        self._grads = None
+
+    # ------------------------------------------------------------------------------------------- the pieces
+    def _enumerated(self, x):
+        """(x repeated C times, onehot of each class): both (N * C, .), row n * C + c holds (x_n, e_c)."""
+        xp, (n, d), c = B.get_xp(), x.shape, self.num_classes
+        x_rep = xp.reshape(xp.broadcast_to(xp.expand_dims(x, axis=1), (n, c, d)), (n * c, d))
+        eye = losses._one_hot(B.arange(c), c, self._dtype)
+        return x_rep, xp.reshape(xp.broadcast_to(xp.expand_dims(eye, axis=0), (n, c, c)), (n * c, c))
+
+    def _eps(self, n, eps, rng):
+        shape = (n * self.num_classes, self.latent_dim)
+        if eps is None:
+            return B.as_generator(rng).standard_normal(shape, self.dtype)
+        eps = B.asarray(eps, dtype=self._dtype)
+        if tuple(eps.shape) != (n, self.num_classes, self.latent_dim):
+            raise ValueError(f"SSVAE: eps must have shape (N, C, d) = {(n, self.num_classes, self.latent_dim)}; "
+                             f"got {tuple(eps.shape)}")
+        return B.get_xp().reshape(eps, shape)
+
+    def _generative_terms(self, x, eps, rng):
+        """(rec, kl_z) per enumerated row (N * C,), and what backward needs, for a checked batch x (N, D)."""
+        x_rep, onehot = self._enumerated(x)
+        h = self.encoder.forward(B.concat([x_rep, onehot], axis=1))
+        mu, logvar = self.mu_head.forward(h), self.logvar_head.forward(h)
+        z = self.reparam.forward(mu, logvar, eps=self._eps(x.shape[0], eps, rng))
+        out = self.decoder.forward(B.concat([z, onehot], axis=1))
+        rec = losses.bce_with_logits_per_example_fast(out, x_rep)
+        return rec, losses.gaussian_kl_per_example(mu, logvar), (x_rep, out, mu, logvar)
+
+    def classify(self, x):
+        """The classifier's logits (N, C) for images x (N, D)."""
+        self._grads = None
+        return self.classifier.forward(self._input(x))
+
+    def predict(self, x, batch_size=1000):
+        """The most likely class of each image under q(y|x): integers (N,)."""
+        xp = B.get_xp()
+        x = self._input(x)
+        return B.concat([xp.argmax(self.classifier.forward(x[a:min(a + batch_size, x.shape[0]), :]), axis=1)
+                         for a in range(0, x.shape[0], batch_size)], axis=0)
+
+    def accuracy(self, x, y):
+        """The fraction of images whose predicted class is y (a float)."""
+        y = losses.check_labels(B.asarray(y), x.shape[0], self.num_classes, "SSVAE.accuracy")
+        return float(B.get_xp().mean(B.astype(self.predict(x) == y, "float64")))
+
+    # ------------------------------------------------------------------------------------------- the objective
+    def loss(self, x, xl=None, yl=None, eps=None, rng=None):
+        """gen_weight * mean_n U(x_n) + class_weight * mean_m CE(q(y|xl_m), yl_m) (see the module docstring).
+
+        LossParts: total; recon = mean_n sum_c pi_nc rec_nc; kl = mean_n [sum_c pi_nc KL_z,nc + KL(pi_n || U)].
+        """
+        xp = B.get_xp()
+        x = self._input(x)
+        n, c = x.shape[0], self.num_classes
+        xl = x[:0, :] if xl is None else self._input(xl)
+        yl = B.arange(0) if yl is None else losses.check_labels(B.asarray(yl), xl.shape[0], c, "SSVAE.loss")
+        logits = self.classifier.forward(B.concat([x, xl], axis=0))
+        pi = xp.exp(losses._log_softmax(logits[:n, :]))  # (N, C)
+        rec, kl_z, saved = self._generative_terms(x, eps, rng)
+        rec, kl_z = xp.reshape(rec, (n, c)), xp.reshape(kl_z, (n, c))
+        kl_y = kl_categorical_uniform(pi)
+        recon, kl = xp.sum(pi * rec) / n, (xp.sum(pi * kl_z) + xp.sum(kl_y)) / n
+        ce, dlogits_l = (losses.softmax_cross_entropy(logits[n:, :], yl) if xl.shape[0] else (0.0, logits[n:, :]))
+        self._grads = (pi, rec + kl_z, saved, dlogits_l)
+        return LossParts(self.gen_weight * (recon + kl) + self.class_weight * ce, recon, kl)
+
+    def loss_per_example(self, x, eps=None, rng=None):
+        """{"loss", "recon", "kl"} (N,): U(x) of each unlabeled image (the bound on -log p(x)), no gradient."""
+        xp = B.get_xp()
+        x = self._input(x)
+        n, c = x.shape[0], self.num_classes
+        pi = xp.exp(losses._log_softmax(self.classifier.forward(x)))
+        rec, kl_z, _ = self._generative_terms(x, eps, rng)
+        recon = xp.sum(pi * xp.reshape(rec, (n, c)), axis=1)
+        kl = xp.sum(pi * xp.reshape(kl_z, (n, c)), axis=1) + kl_categorical_uniform(pi)
+        return {"loss": recon + kl, "recon": recon, "kl": kl}
+
+    def backward(self):
+        """Fill every parameter's .grad with the gradient of the last ``loss``.
+
+        With w = gen_weight / N, A_nc = rec_nc + KL_z,nc and pi_n = softmax(l_n):
+            d/d pi_nc        = w (A_nc + log pi_nc + 1)                         (the enumeration and KL(pi || U))
+            d/d l_n          = pi_n * (g_n - sum_c pi_nc g_nc),  g_n = d/d pi_n  (softmax backward)
+            d/d out_nc       = w pi_nc (sigmoid(out_nc) - x_n)                  (each class's reconstruction)
+            d/d (mu, logvar) = w pi_nc [reparam.backward(dz_nc) + (mu, (exp(logvar) - 1) / 2)]
+        and the labeled rows' logits get class_weight * (softmax(l) - onehot(y)) / M.
+        Shapes: pi, A, g (N, C); out (N * C, D); mu, logvar, z (N * C, d); logits ((N + M), C).
+        """
+        xp = B.get_xp()
+        pi, a, (x_rep, out, mu, logvar), dlogits_l = self._saved(self._grads)
+        n, c = pi.shape
+        w = self.gen_weight / n
+        safe = xp.where(pi > 0, pi, xp.ones_like(pi))
+        g = w * (a + xp.log(safe) + 1.0)
+        dlogits_u = pi * (g - xp.sum(pi * g, axis=1, keepdims=True))
+        self.classifier.backward(B.concat([dlogits_u, self.class_weight * dlogits_l], axis=0))
+        row_w = xp.reshape(w * pi, (n * c, 1))  # each enumerated row's weight in the batch mean
+        dout = (sigmoid(out) - x_rep) * row_w
+        dz = self.decoder.backward(dout)[:, :self.latent_dim]  # the label columns are data, not parameters
+        dmu, dlogvar = self.reparam.backward(dz)
+        dmu = dmu + row_w * mu
+        dlogvar = dlogvar + row_w * 0.5 * (xp.exp(logvar) - 1.0)
+        self.encoder.backward(self.mu_head.backward(dmu) + self.logvar_head.backward(dlogvar))
+
+    # ------------------------------------------------------------------------------------------- using the model
+    def decode(self, z, y):
+        """The mean image of p(x|z, y) for codes z (N, d) and labels y (N,)."""
+        self._grads = None
+        z = B.asarray(z, dtype=self.dtype)
+        y = losses.check_labels(B.asarray(y), z.shape[0], self.num_classes, "SSVAE.decode")
+        onehot = losses._one_hot(y, self.num_classes, self._dtype)
+        return sigmoid(self.decoder.forward(B.concat([z, onehot], axis=1)))
+
+    def sample(self, n, rng=None, digits=None):
+        """n images of the digits asked for (an int, an (n,) array, or None for 0, 1, ..., C - 1, 0, ...):
+        z ~ N(0, I) decoded with each label."""
+        xp, n = B.get_xp(), int(n)
+        labels = B.arange(n) % self.num_classes if digits is None else B.asarray(digits)
+        if labels.ndim == 0:
+            labels = xp.broadcast_to(xp.reshape(labels, (1,)), (n,))
+        return self.decode(B.as_generator(rng).standard_normal((n, self.latent_dim), self.dtype), labels)
+
+
+# ----------------------------------------------------------------------------------------------- training
+def fit(model, x, xl, yl, iterations, batch_size=97, lr=1e-3, seed=0, binarize="dynamic", progress=True,
+        record_every=None, optimizer=None, history=None):
+    """Train an SSVAE for ``iterations`` Adam steps; returns a ``train.History`` (one entry per ``record_every``
+    steps, default one pass over x; ``epoch_time`` in seconds).
+
+    Each step: a batch of ``batch_size`` unlabeled images (a fresh shuffle of x at each pass, from
+    ``Generator((seed, pass))``), binarized by a new Bernoulli draw when ``binarize == "dynamic"``, and ALL the
+    labeled images xl (M, D), yl (M,) as they are (the homework's: 100 grey-level images, 10 per class). The
+    losses are read once per record (summed on the device in between: no host sync per step).
+    """
+    if binarize not in ("dynamic", "none"):
+        raise ValueError(f"ssvae.fit: binarize must be 'dynamic' or 'none', got {binarize!r}")
+    _positive_int(iterations, "ssvae.fit: iterations", 0)
+    xp = B.get_xp()
+    x = B.asarray(x, dtype=model.dtype)
+    xl, yl = B.asarray(xl, dtype=model.dtype), B.asarray(yl)
+    steps_per_pass = math.ceil(x.shape[0] / batch_size)
+    record_every = record_every or steps_per_pass
+    optimizer = optimizer or Adam(model.parameters(), lr=lr)
+    history = history or History()
+    sums, count, start = [], 0, time.perf_counter()
+    model.train()
+    with tqdm(total=iterations, unit="step", disable=not progress, dynamic_ncols=True, desc="ssvae") as bar:
+        for step in range(iterations):
+            epoch, i = divmod(step, steps_per_pass)
+            gen = B.Generator((seed, epoch))
+            perm = gen.permutation(x.shape[0])  # the same permutation for every step of a pass
+            idx = perm[i * batch_size:min(x.shape[0], (i + 1) * batch_size)]
+            xb = xp.take(x, idx, axis=0)
+            if binarize == "dynamic":
+                xb = bernoulli_binarize(xb, B.Generator((seed, epoch, i)))
+            optimizer.zero_grad()
+            parts = model.loss(xb, xl, yl, rng=B.Generator((seed, epoch, i, 1)))
+            sums.append(xp.stack([B.asarray(v, dtype="float64") for v in parts.values()]))
+            model.backward()
+            optimizer.step()
+            count += 1
+            bar.update(1)
+            if count == record_every or step + 1 == iterations:
+                _record(history, sums, count, time.perf_counter() - start, step + 1)
+                bar.set_postfix(loss=f"{history.train_loss[-1]:.2f}", refresh=False)
+                sums, count, start = [], 0, time.perf_counter()
+    return history
+
+
+def _record(history, sums, count, seconds, steps):
+    """One History entry: the mean of the kept (total, recon, kl) over ``count`` steps, read in one transfer."""
+    means = B.to_numpy(B.get_xp().sum(B.get_xp().stack(sums), axis=0)) / count
+    total, recon, kl = (float(v) for v in means)
+    if not math.isfinite(total):
+        raise FloatingPointError(f"ssvae.fit: the loss became {total} by step {steps}; try a smaller lr")
+    history.epochs.append(steps)
+    history.train_loss.append(total)
+    history.train_recon.append(recon)
+    history.train_kl.append(kl)
+    history.epoch_time.append(seconds)
