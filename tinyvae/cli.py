@@ -201,12 +201,14 @@ def _test_figures(model, x, k=100, n_iwae=1000, labels=None):
     from .models import VAE, recon_constant
     from .train import active_units, evaluate, iwae_bound
 
-    labels = labels if getattr(model, "needs_labels", False) else None
+    labels_all, labels = labels, (labels if getattr(model, "needs_labels", False) else None)
     test = evaluate(model, x, labels=labels)
     const = recon_constant(model)
     figures = {"test loss": test["loss"] + const, "test recon": test["recon"] + const}
     if model.likelihood == "gaussian":
         figures["test squared error"] = test["recon"]
+    if model.kind == "ssvae":  # issue 21: M2's classifier, on the test images as given
+        figures["test accuracy (%)"] = 100.0 * model.accuracy(x, labels_all)
     if isinstance(model, VAE):
         figures["test KL"] = test["kl"]
         n = min(n_iwae, x.shape[0])
@@ -252,6 +254,72 @@ TRAINERS["vaegan"] = _fit_vaegan
 TRAINING_STATE = {"vaegan": _vaegan_state}
 
 
+# ---- issue 21 (CS236) hooks: kinds gmvae and ssvae for `train`, `--binarize`, `reproduce cs236`. The logic lives in
+# tinyvae/gmvae.py, tinyvae/ssvae.py and tinyvae/reproduce.py; these rows only plug it in (port them to the registry).
+MODEL_OPTIONS += [
+    (("--components",), dict(type=_at_least(1), default=None,
+                             help="gmvae: Gaussian components of the mixture prior (default: the model's, 500)"),
+     "components"),
+    (("--gen-weight",), dict(type=float, default=None,
+                             help="ssvae: weight of the generative term, 0 for the classifier alone (default 1)"),
+     "gen_weight"),
+    (("--class-weight",), dict(type=float, default=None,
+                               help="ssvae: weight of the labeled images' cross-entropy (default 100)"),
+     "class_weight"),
+]
+MODEL_KWARGS["ssvae"] = lambda args, data: {"num_classes": int(max(data.y_train.max(), data.y_test.max())) + 1}
+BINARIZE_HELP = ("dynamic: a new Bernoulli draw of the training images at every batch (CS236's), static: one fixed "
+                 "draw (seed 0) of the training and test images, none: grey levels. The test images are binarized "
+                 "by the fixed draw for dynamic too. With dynamic/static a Bernoulli bound is in nats on BINARY digits")
+
+
+def _binarized(data, mode):
+    """The data set with its images binarized as ``--binarize`` asks (dynamic: the test images; the training
+    images are drawn afresh at every batch by the trainer)."""
+    from dataclasses import replace
+
+    from .datasets import binarize
+
+    if mode == "none":
+        return data
+    x_train = binarize(data.x_train, seed=1) if mode == "static" else data.x_train
+    return replace(data, name=f"{data.name} ({mode}ally binarized)", x_train=x_train,
+                   x_test=binarize(data.x_test, seed=0))
+
+
+def _trainer(args, kind):
+    """The training function of ``kind``: its own, else ``_fit``; with --binarize dynamic, CS236's loop."""
+    if getattr(args, "binarize", "none") == "dynamic" and kind not in TRAINERS:
+        if kind == "cvae":
+            raise UsageError("tinyvae train: error: --binarize dynamic: --model cvae needs labels in every step; "
+                             "use --binarize static")
+        return _fit_dynamic
+    return TRAINERS.get(kind, _fit)
+
+
+def _fit_dynamic(model, data, args, optimizer, history, loss_args=()):
+    """``ssvae.fit_iterations`` for --epochs passes over the training images, binarized afresh at every batch."""
+    from .ssvae import fit_iterations
+
+    steps = args.epochs * -(-data.x_train.shape[0] // args.batch_size)
+    return fit_iterations(model, data.x_train, steps, batch_size=args.batch_size, seed=args.seed,
+                          binarize="dynamic" if args.binarize == "dynamic" else "none", progress=not args.quiet,
+                          optimizer=optimizer, history=history, loss_args=loss_args)
+
+
+def _fit_ssvae(model, data, args, optimizer, history):
+    """The SSVAE on every training image, with the labels of the first 10 of each digit (``per_class_subset``)."""
+    from .datasets import per_class_subset
+
+    labeled = per_class_subset(data.y_train, 10, model.num_classes)
+    loss_args = (B.asarray(data.x_train[labeled], dtype=model.dtype), B.asarray(data.y_train[labeled]))
+    return _fit_dynamic(model, data, args, optimizer, history, loss_args=loss_args)
+
+
+TRAINERS["ssvae"] = _fit_ssvae
+# ---- end of the issue 21 hooks for train (the reproduce subcommand is registered further down) ----
+
+
 def _training_state(kind):
     from .optim import Adam
     from .train import History
@@ -287,7 +355,7 @@ def _new_or_resumed(args):
     saved = ckpt.meta.get("train", {})
     if ckpt.optimizer is None or "history" not in ckpt.meta:
         raise UsageError(f"tinyvae train: error: --resume: {path} holds no optimizer state or history")
-    for name in ("dataset", "batch_size", "kl_warmup", "clip", "seed"):  # as the first run had them: exact resume
+    for name in ("dataset", "batch_size", "kl_warmup", "clip", "seed", "binarize"):  # as the first run had them: exact resume
         if name in saved:
             setattr(args, name, saved[name])
     args.model = ckpt.model.kind
@@ -301,7 +369,7 @@ def _figures(model, data, history, out, args):
     from .models import VAE, loss_units
 
     x_test, labels = data.x_test, data.y_test
-    if getattr(model, "needs_labels", False):  # a conditional model: its figures need the labels
+    if getattr(model, "needs_labels", False) or model.kind == "ssvae":  # conditional: its figures need the labels
         written = [plots.training_curves(history, path=out / "curves.png", units=loss_units(model)),
                    plots.conditional_samples(model, per_digit=8, rng=args.seed, path=out / "samples.png")]
         for fig in written:
@@ -335,6 +403,7 @@ def _args_train(p):
     p.add_argument("--clip", type=_positive_float, default=None,
                    help="largest joint L2 norm of the gradients (default: no clipping)")
     p.add_argument("--batch-size", type=_at_least(1), default=128, help="examples per step")
+    p.add_argument("--binarize", choices=("dynamic", "static", "none"), default="none", help=BINARIZE_HELP)
     p.add_argument("--dtype", choices=B.DTYPES, default=B.dtype_name(None),
                    help="floating dtype (default: $TINYVAE_DTYPE, else float32)")
     p.add_argument("--out", default=None, help="output folder (default: runs/latest, or RUN_DIR with --resume)")
@@ -364,6 +433,7 @@ def cmd_train(args):
     if out.exists() and not out.is_dir():
         raise UsageError(f"tinyvae train: error: --out {out} exists and is not a folder")
     model, optimizer, history, data = _new_or_resumed(args)
+    data = _binarized(data, getattr(args, "binarize", "none"))  # issue 21
     done = len(history) if history is not None else 0
     layers = getattr(model, "channels", getattr(model, "hidden", []))  # a conv model's channels, else hidden sizes
     print(f"{'resuming' if done else 'training'} {type(model).__name__} {model.input_dim}-"
@@ -374,7 +444,7 @@ def cmd_train(args):
     with warnings.catch_warnings():  # overflow warnings before a NaN: fit's own error below says what happened
         warnings.simplefilter("ignore", RuntimeWarning)
         try:
-            history = TRAINERS.get(model.kind, _fit)(model, data, args, optimizer, history)
+            history = _trainer(args, model.kind)(model, data, args, optimizer, history)  # issue 21
         except FloatingPointError as err:
             raise UsageError(f"tinyvae train: error: {err}\n(nothing was written; with --lr, try a value 10 times "
                              "smaller, or --clip 10)") from None
@@ -382,7 +452,8 @@ def cmd_train(args):
     figures = _test_figures(model, data.x_test, labels=data.y_test)
     figures["training seconds"] = seconds
     out.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no empty folder behind
-    train_options = {k: getattr(args, k) for k in ("dataset", "batch_size", "kl_warmup", "clip", "seed", "lr")}
+    train_options = {k: getattr(args, k) for k in ("dataset", "batch_size", "kl_warmup", "clip", "seed", "lr",
+                                                   "binarize")}
     checkpoint.save(model, out / "model.npz", optimizer, dataset=data.name, epochs=len(history), seed=args.seed,
                     history=history.to_dict(), train=train_options)
     _write_json(out / "metrics.json", {"command": "tinyvae " + " ".join(args.argv), "dataset": data.name,
@@ -556,6 +627,34 @@ def cmd_gradcheck(args):
     print(f"tinyvae gradient check: float64 centered differences (h = 1e-5), backend {B.backend_name()}")
     print(report)
     return 0 if report.passed else 1
+
+
+# ---- issue 21 (CS236): `tinyvae reproduce cs236`, a thin hook over tinyvae/reproduce.py ----
+def _args_reproduce(p):
+    p.add_argument("which", choices=("cs236",), help="the table to reproduce: cs236 (Stanford CS236 homework 2)")
+    p.add_argument("--dataset", default="mnist-small",
+                   help="MNIST: mnist-small (bundled), mnist, or a folder of the four IDX files (all 60,000 "
+                        "training images for the bands)")
+    p.add_argument("--quick", action="store_true", help="far fewer steps (about a minute on the bundled data, for CI)")
+    p.add_argument("--binarize", choices=("dynamic", "none"), default="dynamic",
+                   help="training images: a new Bernoulli draw at every batch (the homework's), or grey levels")
+    p.add_argument("--out", default="runs/cs236", help="folder for results.json, the checkpoints and the figures")
+    p.add_argument("--no-figures", action="store_true", help="skip the figures")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _common(p)
+
+
+@subcommand("reproduce", "reproduce a published table: cs236 (VAE, GMVAE, IWAE, SSVAE on binarized MNIST)",
+            _args_reproduce)
+def cmd_reproduce(args):
+    from . import reproduce
+
+    B.use(args.backend)
+    results = reproduce.run(args.dataset, quick=args.quick, out=args.out, seed=args.seed, binarize=args.binarize,
+                            progress=not args.quiet, figures=not args.no_figures)
+    print(f"wrote {Path(args.out) / 'results.json'}, the checkpoints and "
+          f"{_plural(len(results.get('figures', [])), 'figure')} in {args.out}")
+    return 0 if args.quick or all(r["pass"] for r in results["rows"]) else 1
 
 
 # ---- tinyvae score (issue 11): self-contained ----

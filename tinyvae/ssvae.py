@@ -128,12 +128,19 @@ class SSVAE(_Base):
         """gen_weight * mean_n U(x_n) + class_weight * mean_m CE(q(y|xl_m), yl_m) (see the module docstring).
 
         LossParts: total; recon = mean_n sum_c pi_nc rec_nc; kl = mean_n [sum_c pi_nc KL_z,nc + KL(pi_n || U)].
+        With gen_weight = 0 only the classifier runs (on xl, which must then be given), and recon = kl = 0.
         """
         xp = B.get_xp()
         x = self._input(x)
         n, c = x.shape[0], self.num_classes
+        if xl is None and self.gen_weight == 0:
+            raise ValueError("SSVAE.loss: with gen_weight = 0 only the labeled images train the classifier: give xl, yl")
         xl = x[:0, :] if xl is None else self._input(xl)
         yl = B.arange(0) if yl is None else losses.check_labels(B.asarray(yl), xl.shape[0], c, "SSVAE.loss")
+        if self.gen_weight == 0:  # the classifier alone: skip the generative terms, which would be weighted by 0
+            ce, dlogits_l = losses.softmax_cross_entropy(self.classifier.forward(xl), yl)
+            self._grads = (None, None, None, dlogits_l)
+            return LossParts(self.class_weight * ce, 0.0, 0.0)
         logits = self.classifier.forward(B.concat([x, xl], axis=0))
         pi = xp.exp(losses._log_softmax(logits[:n, :]))  # (N, C)
         rec, kl_z, saved = self._generative_terms(x, eps, rng)
@@ -167,7 +174,11 @@ class SSVAE(_Base):
         Shapes: pi, A, g (N, C); out (N * C, D); mu, logvar, z (N * C, d); logits ((N + M), C).
         """
         xp = B.get_xp()
-        pi, a, (x_rep, out, mu, logvar), dlogits_l = self._saved(self._grads)
+        pi, a, saved, dlogits_l = self._saved(self._grads)
+        if pi is None:  # gen_weight = 0: the labeled cross-entropy alone
+            self.classifier.backward(self.class_weight * dlogits_l)
+            return
+        x_rep, out, mu, logvar = saved
         n, c = pi.shape
         w = self.gen_weight / n
         safe = xp.where(pi > 0, pi, xp.ones_like(pi))
@@ -204,37 +215,49 @@ class SSVAE(_Base):
 # ----------------------------------------------------------------------------------------------- training
 def fit(model, x, xl, yl, iterations, batch_size=97, lr=1e-3, seed=0, binarize="dynamic", progress=True,
         record_every=None, optimizer=None, history=None):
-    """Train an SSVAE for ``iterations`` Adam steps; returns a ``train.History`` (one entry per ``record_every``
-    steps, default one pass over x; ``epoch_time`` in seconds).
+    """Train an SSVAE for ``iterations`` Adam steps (``fit_iterations``): each step takes a batch of unlabeled
+    images x (binarized afresh when ``binarize == "dynamic"``) and ALL the labeled images xl (M, D), yl (M,) as
+    they are (the homework's: 100 grey-level images, 10 per class). Returns a ``train.History``."""
+    xl, yl = B.asarray(xl, dtype=model.dtype), B.asarray(yl)
+    return fit_iterations(model, x, iterations, batch_size=batch_size, lr=lr, seed=seed, binarize=binarize,
+                          progress=progress, record_every=record_every, optimizer=optimizer, history=history,
+                          loss_args=(xl, yl))
 
-    Each step: a batch of ``batch_size`` unlabeled images (a fresh shuffle of x at each pass, from
-    ``Generator((seed, pass))``), binarized by a new Bernoulli draw when ``binarize == "dynamic"``, and ALL the
-    labeled images xl (M, D), yl (M,) as they are (the homework's: 100 grey-level images, 10 per class). The
-    losses are read once per record (summed on the device in between: no host sync per step).
+
+def fit_iterations(model, x, iterations, batch_size=97, lr=1e-3, seed=0, binarize="dynamic", progress=True,
+                   record_every=None, optimizer=None, history=None, loss_args=()):
+    """CS236's training loop: ``iterations`` Adam steps of ``model.loss(xb, *loss_args, rng=...)``; a History.
+
+    Batches of ``batch_size`` images come from a fresh shuffle of x at each pass, drawn from ``Generator((seed,
+    pass))``, which then draws each batch's binarization (a new Bernoulli draw when ``binarize == "dynamic"``;
+    "none": the images as they are) and the model's noise. One History entry per
+    ``record_every`` steps (default: one pass over x): ``epochs`` holds the steps done, ``train_*`` the means over
+    those steps, ``epoch_time`` their seconds. The losses are summed on the device and read once per entry, so a
+    step never waits for a GPU.
     """
     if binarize not in ("dynamic", "none"):
-        raise ValueError(f"ssvae.fit: binarize must be 'dynamic' or 'none', got {binarize!r}")
-    _positive_int(iterations, "ssvae.fit: iterations", 0)
+        raise ValueError(f"fit_iterations: binarize must be 'dynamic' or 'none', got {binarize!r}")
+    _positive_int(iterations, "fit_iterations: iterations", 0)
+    _positive_int(batch_size, "fit_iterations: batch_size")
     xp = B.get_xp()
     x = B.asarray(x, dtype=model.dtype)
-    xl, yl = B.asarray(xl, dtype=model.dtype), B.asarray(yl)
     steps_per_pass = math.ceil(x.shape[0] / batch_size)
     record_every = record_every or steps_per_pass
     optimizer = optimizer or Adam(model.parameters(), lr=lr)
     history = history or History()
-    sums, count, start = [], 0, time.perf_counter()
+    sums, count, start, gen, perm = [], 0, time.perf_counter(), None, None
     model.train()
-    with tqdm(total=iterations, unit="step", disable=not progress, dynamic_ncols=True, desc="ssvae") as bar:
+    with tqdm(total=iterations, unit="step", disable=not progress, dynamic_ncols=True, desc=model.kind) as bar:
         for step in range(iterations):
             epoch, i = divmod(step, steps_per_pass)
-            gen = B.Generator((seed, epoch))
-            perm = gen.permutation(x.shape[0])  # the same permutation for every step of a pass
-            idx = perm[i * batch_size:min(x.shape[0], (i + 1) * batch_size)]
-            xb = xp.take(x, idx, axis=0)
+            if i == 0 or gen is None:  # one generator per pass: its shuffle, then its binarizations and noise
+                gen = B.Generator((seed, epoch))
+                perm = gen.permutation(x.shape[0])
+            xb = xp.take(x, perm[i * batch_size:min(x.shape[0], (i + 1) * batch_size)], axis=0)
             if binarize == "dynamic":
-                xb = bernoulli_binarize(xb, B.Generator((seed, epoch, i)))
+                xb = bernoulli_binarize(xb, gen)
             optimizer.zero_grad()
-            parts = model.loss(xb, xl, yl, rng=B.Generator((seed, epoch, i, 1)))
+            parts = model.loss(xb, *loss_args, rng=gen)
             sums.append(xp.stack([B.asarray(v, dtype="float64") for v in parts.values()]))
             model.backward()
             optimizer.step()
@@ -249,10 +272,10 @@ def fit(model, x, xl, yl, iterations, batch_size=97, lr=1e-3, seed=0, binarize="
 
 def _record(history, sums, count, seconds, steps):
     """One History entry: the mean of the kept (total, recon, kl) over ``count`` steps, read in one transfer."""
-    means = B.to_numpy(B.get_xp().sum(B.get_xp().stack(sums), axis=0)) / count
-    total, recon, kl = (float(v) for v in means)
+    xp = B.get_xp()
+    total, recon, kl = (float(v) for v in B.to_numpy(xp.sum(xp.stack(sums), axis=0)) / count)
     if not math.isfinite(total):
-        raise FloatingPointError(f"ssvae.fit: the loss became {total} by step {steps}; try a smaller lr")
+        raise FloatingPointError(f"fit_iterations: the loss became {total} by step {steps}; try a smaller lr")
     history.epochs.append(steps)
     history.train_loss.append(total)
     history.train_recon.append(recon)

@@ -30,7 +30,7 @@ import numpy as np
 from . import download as _download  # aliased: load() has a `download` flag
 from .idx import read_idx
 
-__all__ = ["DATASETS", "Dataset", "cache_dir", "load", "read_idx"]
+__all__ = ["DATASETS", "Dataset", "binarize", "cache_dir", "load", "per_class_subset", "read_idx"]
 
 DATASETS = ("mnist-small", "mnist", "fashion-mnist")
 BINARIZED = "-binarized"
@@ -150,3 +150,34 @@ def _read_folder(name: str, folder: Path) -> Dataset:
     if len(shapes) != 1:
         raise ValueError(f"{name}: train and test images differ in size: {sorted(shapes)}")
     return Dataset(name, image_shape=shapes.pop(), **arrays)
+
+
+# ---- issue 21 (CS236): a fixed random binarization and a reproducible labeled subset ----
+def binarize(x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A fixed random binarization of pixel intensities x in [0, 1]: 1 with probability x, else 0, drawn from
+    ``np.random.default_rng(seed)`` in row-major order (so the same seed gives the same bits on every machine and
+    backend; row i of a set's binarization does not depend on the rows after it). float32, x's shape.
+
+    Training on binarized MNIST draws a NEW binarization at every batch ("dynamic"; ``ssvae.bernoulli_binarize``);
+    a test figure needs a fixed one, which this is. Unlike ``NAME-binarized`` (a threshold at 0.5) it keeps the
+    grey levels' statistics: a pixel of 0.3 is on in 30% of the draws.
+    """
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating) or (x.size and (x.min() < 0 or x.max() > 1)):
+        raise ValueError(f"binarize: expected pixel intensities in [0, 1] as floats, got {x.dtype} values"
+                         + (f" from {x.min()} to {x.max()}" if x.size else ""))
+    return (np.random.default_rng(seed).random(x.shape) < x).astype(np.float32)
+
+
+def per_class_subset(labels: np.ndarray, per_class: int = 10, classes: int = 10) -> np.ndarray:
+    """The indices of the first ``per_class`` examples of each class, in file order: class 0's first, then
+    class 1's, ... (an int64 array of per_class * classes indices). CS236's 100 labeled images (10 per digit) and
+    its 100-image test subset are chosen this way here (the homework's own hand-picked indices are not used)."""
+    labels = np.asarray(labels)
+    chosen = []
+    for c in range(classes):
+        idx = np.flatnonzero(labels == c)[:per_class]
+        if len(idx) < per_class:
+            raise ValueError(f"per_class_subset: class {c} has only {len(idx)} examples, {per_class} are needed")
+        chosen.append(idx)
+    return np.concatenate(chosen).astype(np.int64)

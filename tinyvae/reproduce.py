@@ -1,0 +1,196 @@
+"""`tinyvae reproduce cs236`: Stanford CS236 homework 2's table, from scratch (VAE, GMVAE, IWAE, SSVAE).
+
+The homework's setting: binarized MNIST (training images binarized afresh at every batch; test images by one fixed
+draw, ``datasets.binarize(x_test, seed=0)``), 784-300-300 ELU MLPs, latent 10, Bernoulli decoder, Adam 1e-3,
+batch 97, 20,000 iterations for the VAE and the GMVAE (K = 500 components), 30,000 for the SSVAE (latent 64,
+100 labeled training images: the first 10 of each digit in file order, grey levels, cross-entropy weight 100),
+whose classifier alone (generative weight 0) is the baseline.
+
+The bounds are in nats per image on BINARY digits (-log p(x) of the fixed binarization), measured on
+  - the homework's 100-image test subset (the first 10 test images of each digit, in file order): the negative ELBO
+    averaged over 100 draws of eps, the IWAE bound at m = 1, 10, 100, 1000 averaged over max(100 // m, 1) draws;
+  - the whole test set: one draw of eps for the ELBO, one for the IWAE bound at m = ``full_iwae_m``.
+The bands are graded on the subset (the homework's); accuracies are on the whole test set (grey levels).
+Seeds: training uses --seed (default 0) for the shuffles, the binarizations and the noise; the test binarization
+uses seed 0 always; the evaluation noise uses the seeds 0, 1, ... of the repeats.
+
+Host code besides the models: the table, results.json and the figures (tinyvae.plots).
+"""
+import json
+import time
+from pathlib import Path
+
+from . import backend as B
+from . import checkpoint, datasets
+from .files import atomic_write
+from .gmvae import GMVAE
+from .models import VAE
+from .ssvae import SSVAE, fit_iterations
+from .train import evaluate, iwae_bound
+
+# (key, what, target, half-width, unit): the homework's grading bands
+BANDS = (
+    ("vae_nelbo", "VAE negative ELBO", 100.0, 2.0, "nats"),
+    ("gmvae_nelbo", "GMVAE negative ELBO", 97.0, 3.0, "nats"),
+    ("vae_niwae_1000", "VAE negative IWAE, m = 1000", 95.0, 2.8, "nats"),
+    ("ssvae_accuracy", "SSVAE test accuracy (gen. weight 1)", 92.0, 3.5, "%"),
+    ("classifier_accuracy", "classifier alone (gen. weight 0)", 72.5, 2.5, "%"),
+)
+FULL = dict(vae_iterations=20000, gmvae_iterations=20000, ssvae_iterations=30000, batch_size=97, lr=1e-3,
+            hidden=(300, 300), latent=10, ssvae_latent=64, components=500, class_weight=100.0, iwae_m=(1, 10, 100, 1000),
+            nelbo_repeats=100, iwae_draws=100, full_iwae_m=1000, per_class=10)
+# --quick (CI, the bundled data): the same models and evaluation, far fewer steps, and a cheap full-test IWAE
+QUICK = dict(FULL, vae_iterations=100, gmvae_iterations=100, ssvae_iterations=25, nelbo_repeats=5, iwae_draws=5,
+             full_iwae_m=5)
+
+
+def in_band(value, target, half):
+    return abs(value - target) <= half
+
+
+def _repeat(fn, repeats):
+    """The mean of fn(seed) over the seeds 0 .. repeats - 1."""
+    return sum(fn(seed) for seed in range(repeats)) / repeats
+
+
+def evaluate_bounds(model, x_subset, x_full, settings):
+    """{name: nats} of a VAE or GMVAE on the binarized test subset and the whole binarized test set."""
+    out = {"nelbo_subset": _repeat(lambda s: evaluate(model, x_subset, seed=s)["loss"], settings["nelbo_repeats"]),
+           "nelbo_full": evaluate(model, x_full, seed=0)["loss"]}
+    for m in settings["iwae_m"]:
+        draws = max(settings["iwae_draws"] // m, 1)
+        out[f"niwae_{m}_subset"] = _repeat(lambda s: iwae_bound(model, x_subset, k=m, seed=s), draws)
+    out[f"niwae_{settings['full_iwae_m']}_full"] = iwae_bound(model, x_full, k=settings["full_iwae_m"], seed=0)
+    return out
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    B.synchronize()
+    return result, time.perf_counter() - start
+
+
+def _train(model, x, iterations, settings, seed, binarize, progress, loss_args=()):
+    return _timed(lambda: fit_iterations(model, x, iterations, batch_size=settings["batch_size"], lr=settings["lr"],
+                                         seed=seed, binarize=binarize, progress=progress, loss_args=loss_args))
+
+
+def _data(dataset, settings):
+    """(data, test subset indices, labeled training indices, the binarized test set) for the run."""
+    data = datasets.load(dataset, progress=False)
+    subset = datasets.per_class_subset(data.y_test, settings["per_class"])
+    labeled = datasets.per_class_subset(data.y_train, settings["per_class"])
+    return data, subset, labeled, datasets.binarize(data.x_test, seed=0)
+
+
+def run(dataset="mnist-small", quick=False, out="cs236", seed=0, binarize="dynamic", progress=True, figures=True,
+        log=print):
+    """Train the four models, evaluate them, write results.json, checkpoints and figures into ``out``; returns
+    the results dict (its "rows" hold each band's figure and verdict)."""
+    settings = QUICK if quick else FULL
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    data, subset, labeled, test_bin = _data(dataset, settings)
+    x_train, x_sub, x_full = B.asarray(data.x_train), B.asarray(test_bin[subset]), B.asarray(test_bin)
+    log(f"CS236 homework 2 on {data.name}: {data.x_train.shape[0]} training images, {data.x_test.shape[0]} test "
+        f"images; backend {B.backend_name()}; {'QUICK mode' if quick else 'the full setting'}")
+    arch = dict(input_dim=data.x_train.shape[1], hidden=settings["hidden"], activation="elu", rng=seed)
+    results = {"dataset": data.name, "quick": quick, "seed": seed, "binarize": binarize, "backend": B.backend_name(),
+               "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
+               "test_subset_indices": [int(i) for i in subset], "labeled_indices": [int(i) for i in labeled],
+               "models": {}}
+    models = {}
+    for kind, cls, extra in (("vae", VAE, {}), ("gmvae", GMVAE, {"components": settings["components"]})):
+        model = cls(latent_dim=settings["latent"], **arch, **extra)
+        history, seconds = _train(model, x_train, settings[f"{kind}_iterations"], settings, seed, binarize, progress)
+        bounds, eval_seconds = _timed(lambda: evaluate_bounds(model, x_sub, x_full, settings))
+        results["models"][kind] = {"train_seconds": seconds, "eval_seconds": eval_seconds, **bounds,
+                                   "history": history.to_dict()}
+        log(f"{kind}: trained {settings[f'{kind}_iterations']} steps in {seconds:.0f} s; negative ELBO "
+            f"{bounds['nelbo_subset']:.2f} (subset), {bounds['nelbo_full']:.2f} (full test set); IWAE "
+            + ", ".join(f"m={m}: {bounds[f'niwae_{m}_subset']:.2f}" for m in settings["iwae_m"])
+            + f" (subset); evaluated in {eval_seconds:.0f} s")
+        models[kind] = model
+    xl, yl = B.asarray(data.x_train[labeled]), B.asarray(data.y_train[labeled])
+    for kind, weight in (("ssvae", 1.0), ("classifier", 0.0)):
+        model = SSVAE(latent_dim=settings["ssvae_latent"], gen_weight=weight, class_weight=settings["class_weight"],
+                      **arch)
+        history, seconds = _train(model, x_train, settings["ssvae_iterations"], settings, seed, binarize, progress,
+                                  loss_args=(xl, yl))
+        accuracy = 100.0 * model.accuracy(B.asarray(data.x_test), B.asarray(data.y_test))
+        results["models"][kind] = {"train_seconds": seconds, "accuracy": accuracy, "history": history.to_dict()}
+        log(f"{kind} (gen. weight {weight:g}): trained {settings['ssvae_iterations']} steps in {seconds:.0f} s; "
+            f"test accuracy {accuracy:.2f}%")
+        models[kind] = model
+    results["rows"] = _rows(results["models"], settings)
+    results["seconds"] = time.perf_counter() - start
+    for kind, model in models.items():
+        checkpoint.save(model, out / f"{kind}.npz", dataset=data.name, seed=seed)
+    if figures:
+        results["figures"] = _figures(models, out, seed)
+    with atomic_write(out / "results.json", "w") as f:
+        json.dump(results, f, indent=2)
+    log(table(results))
+    return results
+
+
+def _rows(m, settings):
+    """One row per band: the graded figure (the subset's), the full test set's beside it, and the verdict."""
+    full_m = settings["full_iwae_m"]
+    measured = {"vae_nelbo": (m["vae"]["nelbo_subset"], m["vae"]["nelbo_full"]),
+                "gmvae_nelbo": (m["gmvae"]["nelbo_subset"], m["gmvae"]["nelbo_full"]),
+                "vae_niwae_1000": (m["vae"].get("niwae_1000_subset"), m["vae"].get(f"niwae_{full_m}_full")),
+                "ssvae_accuracy": (m["ssvae"]["accuracy"], m["ssvae"]["accuracy"]),
+                "classifier_accuracy": (m["classifier"]["accuracy"], m["classifier"]["accuracy"])}
+    rows = []
+    for key, what, target, half, unit in BANDS:
+        graded, full = measured[key]
+        rows.append({"key": key, "figure": what, "unit": unit, "value": graded, "full_test_set": full,
+                     "target": target, "half_width": half,
+                     "pass": graded is not None and in_band(graded, target, half)})
+    rows[2]["full_test_set_m"] = full_m
+    return rows
+
+
+def table(results):
+    """The table beside the bands, with pass/miss per row, and the units line."""
+    rows = [("figure", "100-image subset", "full test set", "band", "result")]
+    for r in results["rows"]:
+        fmt = (lambda v: "-" if v is None else f"{v:.2f}" + ("%" if r["unit"] == "%" else ""))
+        full = fmt(r["full_test_set"]) + (f" (m={r['full_test_set_m']})" if "full_test_set_m" in r else "")
+        band = (f"{r['target'] - r['half_width']:g}-{r['target'] + r['half_width']:g}%" if r["key"] ==
+                "classifier_accuracy" else f"{r['target']:g} +- {r['half_width']:g}{'%' if r['unit'] == '%' else ''}")
+        rows.append((r["figure"], fmt(r["value"]) if r["unit"] != "%" else "-", full, band,
+                     "pass" if r["pass"] else "MISS"))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    extra = [f"GMVAE negative IWAE, m = 1000 (subset): {results['models']['gmvae'].get('niwae_1000_subset', 0):.2f}",
+             "units: nats per image, -log p(x) of BINARY digits (the test set binarized once, seed 0); accuracies on "
+             "the grey-level test images. The bounds' bands are graded on the 100-image subset (the homework's).",
+             f"whole run: {results['seconds']:.0f} s on backend {results['backend']}"
+             + (" (QUICK mode: far fewer steps, the bands are not expected)" if results["quick"] else "")]
+    return "\n".join(lines + extra)
+
+
+def _figures(models, out, seed):
+    """GMVAE samples and its component means decoded, SSVAE samples one row per digit, VAE samples."""
+    from . import plots
+
+    written = []
+    for name, fig in (
+            ("vae_samples.png", lambda p: plots.image_grid(models["vae"].sample(100, rng=seed), ncols=10, path=p,
+                                                           title="VAE: 100 samples from N(0, I)")),
+            ("gmvae_samples.png", lambda p: plots.image_grid(models["gmvae"].sample(100, rng=seed), ncols=10, path=p,
+                                                             title="GMVAE: 100 samples from the mixture prior")),
+            ("gmvae_component_means.png", lambda p: plots.image_grid(
+                models["gmvae"].component_means()[:100, :], ncols=10, path=p,
+                title="GMVAE: the first 100 components' means, decoded")),
+            ("ssvae_samples.png", lambda p: plots.conditional_samples(models["ssvae"], per_digit=10, rng=seed,
+                                                                      path=p))):
+        fig(out / name).clear()
+        written.append(name)
+    return written
