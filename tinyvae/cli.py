@@ -639,6 +639,10 @@ def _args_reproduce(p):
     p.add_argument("--binarize", choices=("dynamic", "none"), default="dynamic",
                    help="training images: a new Bernoulli draw at every batch (the homework's), or grey levels")
     p.add_argument("--out", default="runs/cs236", help="folder for results.json, the checkpoints and the figures")
+    p.add_argument("--models", default="vae,gmvae,ssvae,classifier",
+                   help="which of vae, gmvae, ssvae, classifier to train (comma-separated)")
+    p.add_argument("--full-iwae-m", type=_at_least(1), default=None,
+                   help="importance samples of the whole test set's IWAE bound (default 1000; 5 with --quick)")
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _common(p)
@@ -651,10 +655,11 @@ def cmd_reproduce(args):
 
     B.use(args.backend)
     results = reproduce.run(args.dataset, quick=args.quick, out=args.out, seed=args.seed, binarize=args.binarize,
-                            progress=not args.quiet, figures=not args.no_figures)
+                            progress=not args.quiet, figures=not args.no_figures, full_iwae_m=args.full_iwae_m,
+                            kinds=tuple(k.strip() for k in args.models.split(",") if k.strip()))
     print(f"wrote {Path(args.out) / 'results.json'}, the checkpoints and "
           f"{_plural(len(results.get('figures', [])), 'figure')} in {args.out}")
-    return 0 if args.quick or all(r["pass"] for r in results["rows"]) else 1
+    return 0 if args.quick or all(r["pass"] is not False for r in results["rows"]) else 1
 
 
 # ---- tinyvae score (issue 11): self-contained ----
