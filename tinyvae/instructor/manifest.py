@@ -164,6 +164,21 @@ MANIFEST = (
           "...) (None if not self.input_grad); ADD dW and db with accumulate",
           "the gradients of y = cols W2^T + b: ADD dW and db into .grad, return dx through col2im (None if not "
           "self.input_grad)", "conv2d"),
+    # ---- issue 21 (CS236 homework 2): the log-mixture density's gradient and the M2 objective's backward ----
+    Entry("log_mixture_density_backward", "gmvae.py", "log_mixture_density_backward", 10,
+          "l = log_normal_components(z, means, variances) (N, K); r = exp(l - logsumexp_k l) (the responsibilities, "
+          "rows sum to 1); g = dlogp[:, None] * r; u = (z[:, None] - means[None]) / variances (N, K, d); "
+          "dz = -sum_k g u, dmeans = sum_n g u, dvariances = sum_n g (u^2 - 1 / variances) / 2",
+          "the gradients of sum_n dlogp_n log (1/K sum_k N(z_n; m_k, diag v_k)) w.r.t. z, the means and the "
+          "variances", "mixture"),
+    Entry("SSVAE.backward", "ssvae.py", "SSVAE.backward", 15,
+          "w = gen_weight / N; g = w (A + log pi + 1) with A = rec + KL_z (N, C); dlogits = pi (g - sum_c pi g) for "
+          "the unlabeled rows, class_weight * dlogits_l for the labeled ones (one classifier.backward); each "
+          "enumerated row n*C+c has weight w pi_nc: dout = (sigmoid(out) - x_rep) w pi, dz = decoder.backward(dout)"
+          "[:, :latent_dim], (dmu, dlogvar) = reparam.backward(dz) + w pi (mu, (exp(logvar) - 1) / 2), then both "
+          "heads into encoder.backward; with gen_weight = 0 (pi is None) only the labeled cross-entropy",
+          "the gradient of the last M2 loss (labels enumerated and weighted by q(y|x), KL(q(y|x) || uniform), the "
+          "weighted labeled cross-entropy) into every parameter's .grad (added, never zeroed)", "ssvae"),
 )
 
 # Files replaced as a whole in the handout: CuPy kernels restate the formulas; the handout's _fast twins call the
@@ -380,4 +395,40 @@ def cases(e, seed, solution):
     """The list of (params, arrays) the function ``e`` is graded on in the run with this seed."""
     make = CASES[e.id]
     rng = function_rng(seed, e.id)
-    return make(rng, solution) if e.id == "VAE.backward" else make(rng)
+    return make(rng, solution) if e.id in NEEDS_SOLUTION else make(rng)
+
+
+# ---- issue 21 (CS236 homework 2): cases for the log-mixture density's gradient and the M2 backward ----
+
+
+def mixture_cases(rng):
+    """Odd shapes, one component (a Gaussian), a batch of one, and a code far from every component."""
+    cases = []
+    for n, k, d in ((5, 4, 3), (3, 1, 2), (1, 6, 4)):
+        cases.append(({}, {"z": rng.normal(size=(n, d)), "means": rng.normal(size=(k, d)),
+                           "variances": rng.random((k, d)) + 0.2, "dlogp": rng.normal(size=n)}))
+    cases.append(({"kind": "a code far from every component"},
+                  {"z": np.array([[40.0, -30.0], [0.1, 0.2]]), "means": rng.normal(size=(3, 2)),
+                   "variances": rng.random((3, 2)) + 0.5, "dlogp": np.array([1.0, -0.5])}))
+    return cases
+
+
+def ssvae_cases(rng, solution):
+    """M2 with random weights and non-zero grads: both weights on, a batch of one, and the classifier alone."""
+    cases = []
+    for n, m, hidden, gen_weight, class_weight in ((4, 3, (6,), 1.0, 100.0), (1, 2, (5, 4), 0.5, 2.0),
+                                                   (3, 2, (6,), 0.0, 10.0)):
+        kwargs = {"input_dim": 8, "hidden": hidden, "latent_dim": 3, "num_classes": 4, "gen_weight": gen_weight,
+                  "class_weight": class_weight}
+        model = solution.SSVAE(rng=1, dtype="float64", **kwargs)
+        arrays = {"x": rng.random((n, 8)), "xl": rng.random((m, 8)), "yl": rng.integers(0, 4, size=m),
+                  "eps": rng.normal(size=(n, 4, 3))}
+        for name, param in model.named_parameters():
+            arrays[name] = rng.normal(size=param.shape) * 0.5
+            arrays[f"{name}.grad"] = rng.normal(size=param.shape)
+        cases.append(({"kwargs": {**kwargs, "hidden": list(hidden)}}, arrays))
+    return cases
+
+
+CASES.update({"log_mixture_density_backward": mixture_cases, "SSVAE.backward": ssvae_cases})
+NEEDS_SOLUTION = ("VAE.backward", "SSVAE.backward")  # case generators that build the solution's model for shapes

@@ -214,6 +214,24 @@ SCENARIOS = {"dense": dense, "activation": activation, "bce": bce, "kl": kl, "re
              "adam": adam, "col2im": col2im, "conv2d": conv2d}
 
 
+# ---- issue 21 (CS236): the log-mixture density's gradient, and one M2 loss and backward ----
+def mixture(tv, p, a):
+    dz, dmeans, dvariances = tv.gmvae.log_mixture_density_backward(a["dlogp"], a["z"], a["means"], a["variances"])
+    return {"dz": dz, "dmeans": dmeans, "dvariances": dvariances}
+
+
+def ssvae(tv, p, a):
+    model = tv.SSVAE(rng=1, dtype="float64", **p["kwargs"])
+    for name, param in model.named_parameters():
+        _set(param, a[f"{name}"], a[f"{name}.grad"])
+    model.loss(a["x"], a["xl"], a["yl"], eps=a["eps"])
+    model.backward()
+    return {f"{name}.grad": param.grad for name, param in model.named_parameters()}
+
+
+SCENARIOS.update({"mixture": mixture, "ssvae": ssvae})
+
+
 def run_case(tv, scenario, params, arrays):
     """The scenario's outputs, with every array copied (a later step cannot change what was returned)."""
     params = dict(params)
