@@ -19,7 +19,8 @@ pytestmark = pytest.mark.backends("numpy")
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 EXPECTED = ("01_autoencoder_and_pca", "02_vae_step_by_step", "03_latent_space", "04_gpu_with_cupy",
-            "05_beyond_the_blur", "06_conditional_and_iwae", "07_convolutions_by_hand")
+            "05_beyond_the_blur", "06_conditional_and_iwae", "07_convolutions_by_hand",
+            "08_cs236_mixture_prior_and_m2")
 
 
 def _read(path):
@@ -39,7 +40,7 @@ def _library_names():
     """Public names of tinyvae and of its modules: a notebook must call these, not define its own."""
     modules = [tinyvae, tinyvae.losses, tinyvae.gradcheck, tinyvae.train, tinyvae.models, tinyvae.experiments,
                tinyvae.layers, tinyvae.activations, tinyvae.module, tinyvae.optim, tinyvae.pca, tinyvae.reparam,
-               tinyvae.conv, tinyvae.conv_models, tinyvae.gan]
+               tinyvae.conv, tinyvae.conv_models, tinyvae.gan, tinyvae.gmvae, tinyvae.ssvae]
     from tinyvae import metrics, plots
 
     modules += [plots, metrics]
@@ -169,6 +170,9 @@ VERDICTS = {
                                 r"-log p\(x \| y\) [\d.]+ nats (looser|tighter)",
                                 r"the IWAE-trained model's test bound is [\d.]+ nats (tighter|looser) than the VAE's",
                                 r"(as many active units as|\d+ (more|fewer) active units than) the VAE"],
+    "08_cs236_mixture_prior_and_m2": [r"all \d+ checks passed",
+                                      r"the mixture prior puts (fewer|NOT fewer) of its draws in holes than N\(0, I\)",
+                                      r"M2 is (more|NOT more) accurate than the classifier alone: [+-][\d.]+ points"],
 }
 HARD_CODED = ["a little blurrier than notebook 01", "beats PCA clearly at small", "at every latent size",
               "PCA usually wins everywhere", "far more of them go"]
