@@ -11,7 +11,7 @@ from tinyvae import activations, checkpoint
 from tinyvae.gmvae import GMVAE, log_mixture_density, log_mixture_density_backward
 from tinyvae.gradcheck import check_gradients, check_model, check_module
 from tinyvae.models import VAE
-from tinyvae.train import evaluate, iwae_bound
+from tinyvae.train import evaluate, fit, iwae_bound
 
 
 def _f64(a):
@@ -130,3 +130,12 @@ def test_a_gmvae_checkpoint_rebuilds_the_same_model(tmp_path):
 def test_bad_components_are_a_clear_error():
     with pytest.raises(ValueError, match="components must be a positive int"):
         GMVAE(8, (6,), 3, components=0)
+
+
+@pytest.mark.backends("numpy")
+def test_the_library_fit_trains_a_gmvae():
+    rng = np.random.default_rng(6)
+    x = (rng.random((120, 8)) < np.linspace(0.1, 0.9, 8)).astype(np.float64)
+    model = GMVAE(8, (16,), 2, components=5, dtype="float64", rng=0)
+    history = fit(model, x, epochs=6, batch_size=20, lr=1e-2, progress=False)
+    assert history.train_loss[-1] < history.train_loss[0]

@@ -37,6 +37,14 @@ def test_the_whole_m2_objective_is_gradient_checked(n, m, kw):
     assert report.passed, str(report)
 
 
+def test_the_enumeration_over_all_ten_labels_is_gradient_checked():
+    rng = np.random.default_rng(10)
+    model = SSVAE(6, (5,), 2, num_classes=10, gen_weight=1.0, class_weight=100.0, dtype="float64", rng=2)
+    x, xl = _f64(rng.random((3, 6))), _f64(rng.random((2, 6)))
+    report = check_model(model, x, xl=xl, yl=tv.asarray(np.array([9, 4])), eps=_f64(rng.normal(size=(3, 10, 2))))
+    assert report.passed, str(report)
+
+
 def test_without_labeled_images_only_the_generative_term_is_checked():
     x, _, _, eps = _data(3, 1, seed=9)
     report = check_model(_ssvae(), x, eps=eps)
