@@ -30,7 +30,8 @@ import machine
 import tinyvae as tv
 from tinyvae.files import atomic_write
 from tinyvae.optim import adam_reference
-from tinyvae.train import fit, iwae_bound, iwae_chunk_rows
+from tinyvae.iwae import iwae_bound, iwae_chunk_rows
+from tinyvae.train import fit
 
 SEED, LR, BATCHES = 0, 1e-3, (128, 1024)
 SMOKE = {"n_train": 512, "n_test": 40, "epochs": 1, "repeats": 3, "iwae_k": 20, "iwae_repeats": 1}

@@ -74,7 +74,7 @@ def test_the_solution_passes_every_row_and_fresh_seeds_are_drawn():
 
 def test_each_row_grades_its_own_function(fresh, tmp_path):
     """Half the functions solved, the rest blank, and the other way round: the solved rows pass, only they.
-    VAE.backward passes with every layer, loss and the reparameterization still blank: the grader answers them."""
+    VAE.elbo_backward passes with every layer, loss and the reparameterization still blank: the grader answers them."""
     half = IDS[1::2]
     for name, solved in (("odd", half), ("even", [i for i in IDS if i not in half])):
         report = grade(_copy(fresh, tmp_path, name, solved), seed=11)
@@ -176,8 +176,8 @@ BUGS = [
         std = self._std
         return dz, dz * eps * std * std / 2  # std treated as the variance
         """),
-    ("VAE.backward", """
-        dout, dmu_kl, dlogvar_kl = self._saved(self._grads)
+    ("VAE.elbo_backward", """
+        dout, dmu_kl, dlogvar_kl = saved
         dz = self.decoder.backward(dout)
         dmu_recon, dlogvar_recon = self.reparam.backward(dz)
         dmu, dlogvar = dmu_recon + dmu_kl, dlogvar_recon + dlogvar_kl  # forgot beta
@@ -185,9 +185,9 @@ BUGS = [
         if self.hidden:
             self.encoder.backward(dh)
         """),
-    ("VAE.backward", """
+    ("VAE.elbo_backward", """
         self.zero_grad()  # clears what the caller accumulated
-        dout, dmu_kl, dlogvar_kl = self._saved(self._grads)
+        dout, dmu_kl, dlogvar_kl = saved
         dz = self.decoder.backward(dout)
         dmu_recon, dlogvar_recon = self.reparam.backward(dz)
         dmu, dlogvar = dmu_recon + self.beta * dmu_kl, dlogvar_recon + self.beta * dlogvar_kl
@@ -347,7 +347,7 @@ def test_no_attack_gains_a_point(fresh, tmp_path):
     init.write_text(init.read_text() + IMPORT_TIME_ATTACKS)
     for function_id, body in BODY_ATTACKS.items():
         _set_body(root, *FILES[function_id], body)
-    attacked = _only(*BODY_ATTACKS, "VAE.backward", "Adam.step")
+    attacked = _only(*BODY_ATTACKS, "VAE.elbo_backward", "Adam.step")
     report = grade(root, seed=3, timeout=10, entries=attacked)
     assert report.score == 0, str(report)
     assert {p: p.read_bytes() for p in PACKAGE_DIR.rglob("*.py")} == before  # the solution is untouched
@@ -426,7 +426,7 @@ def test_a_copy_that_does_not_import_fails_every_row_with_the_reason(fresh, tmp_
     root = _copy(fresh, tmp_path, "broken", IDS)
     path = root / "tinyvae" / "layers.py"
     path.write_text(path.read_text() + "\ndef broken(:\n")
-    report = grade(root, entries=_only("Dense.backward", "VAE.backward"))
+    report = grade(root, entries=_only("Dense.backward", "VAE.elbo_backward"))
     assert report.score == 0
     assert all(r.note.startswith("the package does not import: SyntaxError") for r in report.rows)
 

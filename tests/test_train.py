@@ -9,7 +9,8 @@ import pytest
 import tinyvae as tv
 from tinyvae import datasets
 from tinyvae.models import LossParts
-from tinyvae.train import History, active_units, evaluate, fit, iwae_bound, latent_variances
+from tinyvae.iwae import iwae_bound
+from tinyvae.train import History, active_units, evaluate, fit, latent_variances
 
 
 @functools.cache

@@ -199,7 +199,8 @@ def _test_figures(model, x, k=100, n_iwae=1000, labels=None):
     ``labels`` (the test labels) are used by a conditional model only (its figures are then given the labels).
     """
     from .models import VAE, recon_constant
-    from .train import active_units, evaluate, iwae_bound
+    from .iwae import iwae_bound
+    from .train import active_units, evaluate
 
     labels = labels if getattr(model, "needs_labels", False) else None
     test = evaluate(model, x, labels=labels)

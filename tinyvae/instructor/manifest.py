@@ -141,7 +141,7 @@ MANIFEST = (
           "(dmu, dlogvar) for z = mu + exp(logvar / 2) eps", "reparam",
           also_blanks=(("reparam.py", "reparameterize_backward"),),
           twins=(Twin("reparam.py", "reparameterize_backward_fast", "reparameterize_backward"),)),
-    Entry("VAE.backward", "models.py", "VAE.backward", 15,
+    Entry("VAE.elbo_backward", "models.py", "VAE.elbo_backward", 15,
           "dz = decoder.backward(dout); (dmu, dlogvar) = reparam.backward(dz) + beta * (the KL gradients); "
           "both heads' input gradients add up into encoder.backward; never zero the gradients here",
           "the gradient of the last loss() into every parameter's .grad (added, never zeroed)", "vae"),
@@ -369,7 +369,7 @@ CASES = {
     "discriminator_loss": disc_loss_cases,
     "iwae_loss": iwae_cases,
     "Reparameterize.backward": reparam_cases,
-    "VAE.backward": vae_cases,
+    "VAE.elbo_backward": vae_cases,
     "Adam.step": adam_cases,
     "col2im": col2im_cases,
     "Conv2d.backward": conv2d_cases,
@@ -380,4 +380,4 @@ def cases(e, seed, solution):
     """The list of (params, arrays) the function ``e`` is graded on in the run with this seed."""
     make = CASES[e.id]
     rng = function_rng(seed, e.id)
-    return make(rng, solution) if e.id == "VAE.backward" else make(rng)
+    return make(rng, solution) if e.id == "VAE.elbo_backward" else make(rng)

@@ -9,7 +9,7 @@ itself, before this process starts, and compares them in its own process.
 
 While one function is graded, the OTHER graded functions of the student's package are replaced by stubs that ask
 the grader over the pipe ("what did the solution return for exactly these inputs?"). The grader answers only for
-inputs the solution itself saw in the same case, so VAE.backward is graded on its own even when Dense.backward is
+inputs the solution itself saw in the same case, so VAE.elbo_backward is graded on its own even when Dense.backward is
 wrong, and the student process never holds a table of answers it could copy.
 
 The grader imports this module too: the scenarios run there on the solution package to give the expected values.
