@@ -121,7 +121,9 @@ def test_the_copy_changes_nothing_but_the_listed_bodies(fresh):
                           if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
                           and "instructor" not in p.relative_to(PACKAGE_DIR).parts)
     copy_files = sorted(p.relative_to(fresh / "tinyvae") for p in (fresh / "tinyvae").rglob("*") if p.is_file())
-    assert copy_files == source_files
+    student_tools = {"_runner.py", "selfcheck.py", "submit.py", "selfcheck_cases.bin", "assignment.json"}
+    assert sorted(p for p in copy_files if str(p) not in student_tools) == source_files
+    assert student_tools <= {str(p) for p in copy_files}
     for rel in source_files:
         original, copied = (PACKAGE_DIR / rel).read_bytes(), (fresh / "tinyvae" / rel).read_bytes()
         if str(rel) in REPLACED_FILES:
@@ -143,9 +145,12 @@ def test_the_copy_changes_nothing_but_the_listed_bodies(fresh):
     notebooks = sorted(p.name for p in (SOLUTION_ROOT / "notebooks").glob("*.ipynb"))
     assert sorted(p.name for p in (fresh / "notebooks").glob("*.ipynb")) == notebooks
     readme = (fresh / "README.md").read_text()
-    assert all(f"`{i}`" in readme for i in IDS) and "python -m tinyvae gradcheck" in readme
+    assert all(f"`{i}`" in readme for i in IDS) and "python -m tinyvae.selfcheck" in readme
+    assert "## What to submit" in readme and "python -m tinyvae.submit" in readme and "../tinyvae-env" in readme
     marker = json.loads((fresh / assignment.MARKER).read_text())["functions"]
-    assert marker == {e.id: {"points": e.points, "hint": "full"} for e in MANIFEST}
+    assert marker == {e.id: {"points": e.points, "hint": "full", "partial": False, "visibility": "visible"}
+                      for e in MANIFEST}
+    assert json.loads((fresh / "tinyvae" / "assignment.json").read_text())["functions"] == marker
     assert "tqdm" in (fresh / "requirements.txt").read_text()
 
 

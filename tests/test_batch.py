@@ -13,7 +13,7 @@ from tinyvae.instructor import batch
 from tinyvae.instructor.cli import add_assignment_commands
 from tinyvae.instructor.gradescope import write_autograder
 from tinyvae.instructor.handout import PACKAGE_DIR, make, paste_solution
-from tinyvae.instructor.manifest import entry
+from tinyvae.instructor.manifest import MANIFEST, entry
 
 pytestmark = pytest.mark.backends("numpy")
 
@@ -49,7 +49,7 @@ def test_a_folder_of_submissions_is_graded_and_broken_ones_score_zero(fresh, tmp
     with zipfile.ZipFile(subs / "mallory.zip", "w") as z:
         z.writestr("../../escape.py", "x = 1")
     summary = batch.grade_folder(subs, tmp_path / "grades", seed=9, entries=CHOSEN, timeout=10)
-    assert "graded 7 submissions" in summary and "seed 9" in summary
+    assert "graded 7 of 7 submissions" in summary and "seed 9" in summary and summary.not_graded == 0
     assert not (tmp_path / "escape.py").exists()
     rows = {r["student"]: r for r in csv.DictReader((tmp_path / "grades" / "scores.csv").open())}
     assert {k: int(v["score"]) for k, v in rows.items()} == {
@@ -58,7 +58,8 @@ def test_a_folder_of_submissions_is_graded_and_broken_ones_score_zero(fresh, tmp
     report = json.loads((tmp_path / "grades" / "reports" / "dave.json").read_text())
     assert report["score"] == 0 and "zip" in report["rows"][0]["note"]
     assert "unsafe path" in (tmp_path / "grades" / "reports" / "mallory.txt").read_text()
-    assert "exited before returning" in (tmp_path / "grades" / "reports" / "frank.txt").read_text()
+    assert "your code ended the process before" in (tmp_path / "grades" / "reports" / "frank.txt").read_text()
+    assert {r["status"] for r in rows.values()} == {"graded"}  # every fault above is the student's: graded 0
 
 
 def test_the_gradescope_autograder_runs_as_gradescope_runs_it(fresh, tmp_path):
@@ -90,7 +91,12 @@ def test_the_commands_reach_batch_and_gradescope(fresh, tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="tinyvae")
     add_assignment_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["assignment", "gradescope", str(tmp_path / "ag.zip")])
+    with pytest.raises(ValueError, match="give --config"):  # a forgotten config would grade every function
+        args.func(args)
+    args = parser.parse_args(["assignment", "gradescope", str(tmp_path / "ag.zip"), "--config", str(fresh)])
     assert args.func(args) == 0 and (tmp_path / "ag.zip").is_file()
+    with zipfile.ZipFile(tmp_path / "ag.zip") as z:  # the handout folder's recorded config
+        assert json.loads(z.read("config.json"))["functions"].keys() == {e.id for e in MANIFEST}
     with pytest.raises(ValueError, match="should end in .zip"):
         write_autograder(tmp_path / "ag.tar")
     assert str(PACKAGE_DIR) not in capsys.readouterr().err
@@ -99,17 +105,22 @@ def test_the_commands_reach_batch_and_gradescope(fresh, tmp_path, capsys):
 def test_a_config_picks_functions_points_and_hint_levels(tmp_path):
     from tinyvae.instructor.manifest import load_config
     path = tmp_path / "course.json"
+    # "VAE.backward" is the entry's old name (the graded ELBO backward is VAE.elbo_backward now): still read
     path.write_text('{"functions": {"VAE.backward": {"points": 30, "hint": "short"}, "Dense.backward": {}}}')
     chosen = load_config(path)
     assert [(e.id, e.points, e.hint_level) for e in chosen] == [("Dense.backward", 15, "full"),
-                                                                ("VAE.backward", 30, "short")]
-    assert chosen[1].shown_hint == entry("VAE.backward").short_hint
+                                                                ("VAE.elbo_backward", 30, "short")]
+    assert chosen[1].shown_hint == entry("VAE.elbo_backward").short_hint
     out = make(tmp_path / "hw", entries=chosen)
     readme = (out / "README.md").read_text()
     assert "45 points in all" in readme and "`Adam.step`" not in readme
     for bad, message in (('{"functions": {"Nope": {}}}', "unknown function"),
                          ('{"functions": {"Dense.backward": {"hint": "loud"}}}', "hint must be one of"),
                          ('{"functions": {"Dense.backward": {"points": -1}}}', "points must be"),
+                         ('{"functions": {"Dense.backward": {"pionts": 3}}}',
+                          r"unknown keys \['pionts'\]; the known keys are points, hint, partial, visibility"),
+                         ('{"functions": {"Dense.backward": {"visibility": "secret"}}}', "visibility must be"),
+                         ('{"function": {"Dense.backward": {}}}', r"unknown top-level keys \['function'\]"),
                          ("{", "course.json")):
         path.write_text(bad)
         with pytest.raises(ValueError, match=message):
