@@ -122,7 +122,7 @@ def grade_one(name, path, plans, seed, mode, timeout, work, config_given=True):
         return grading.grade(root, seed=seed, sandbox_mode=mode, timeout=timeout, jobs=1, plans=plans, label=label,
                              config_given=config_given)
     except StudentFault as err:
-        return _zero_report(label, plans, seed, mode, f"not graded: {err}")
+        return _zero_report(label, plans, seed, mode, f"the submission cannot be graded: {err}")
     except grading.ConfigMismatch as err:
         return _zero_report(label, plans, seed, mode, str(err), status=f"not graded: {err}")
     except Exception as err:  # noqa: BLE001 - the machine (or the grader) failed: never a student's 0
