@@ -188,3 +188,30 @@ def test_the_bound_decodes_16_mb_chunks_on_the_cpu_and_256_mb_on_a_gpu(monkeypat
     model = tv.VAE(784, (8,), 2, dtype="float32", rng=0)
     monkeypatch.setattr(iwae.B, "backend_name", lambda: "cupy")  # the rule only: no GPU is touched
     assert iwae.iwae_chunk_rows(model) == 2**28 // (784 * 4)
+
+
+def test_the_iwae_objective_lives_in_its_own_file_and_the_elbo_backward_knows_nothing_of_it(monkeypatch):
+    """VAE.elbo_backward (the graded function) has no IWAE branch: with it broken, k > 1 still trains (iwae.backward
+    through VAE.backward's dispatch) and k = 1 fails; the IWAE's gradient is checked in float64 in the tests above."""
+    import inspect
+
+    from tinyvae import iwae
+
+    source = inspect.getsource(tv.VAE.elbo_backward)
+    assert "iwae" not in source and "Weighted" not in source and "k > 1" not in source
+
+    def broken(self, saved):
+        raise AssertionError("the ELBO backward ran")
+
+    monkeypatch.setattr(tv.VAE, "elbo_backward", broken)
+    rng = np.random.default_rng(3)
+    x = _x(rng)
+    model = tv.VAE(8, (6,), 2, k=3, dtype="float64", rng=0)
+    model.loss(x, eps=rng.normal(size=(3, 3, 2)))
+    model.backward()
+    assert isinstance(model._grads, iwae.Weighted)
+    assert all(np.any(tv.to_numpy(p.grad) != 0) for p in model.parameters() if p is not model.encoder[0].W)
+    with pytest.raises(AssertionError, match="the ELBO backward ran"):
+        plain = tv.VAE(8, (6,), 2, dtype="float64", rng=0)
+        plain.loss(x, eps=rng.normal(size=(3, 2)))
+        plain.backward()

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import runner, sandbox
-from .manifest import MANIFEST, RECORD, cases as make_cases, config_dict, entries_from_dict
+from .manifest import MANIFEST, RECORD, cases as make_cases, entries_from_dict
 
 THRESHOLD = 1e-7  # the library's gradient-check threshold (gradcheck.THRESHOLD)
 MATCH = 1e-9  # how close a stub's inputs must be to the solution's for the grader to answer

@@ -14,15 +14,11 @@ from __future__ import annotations
 
 import ast
 import json
-import math
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import textwrap
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .manifest import (
