@@ -326,3 +326,15 @@ except ValueError as err:
         assert "toml 3" in out.stdout
     else:
         assert "error" in out.stdout and "needs tomli" in out.stdout
+
+
+def test_an_autograder_for_another_config_says_so_instead_of_scoring(course, tmp_path):
+    hw, config = course
+    root = tmp_path / "autograder"
+    with zipfile.ZipFile(write_autograder(tmp_path / "all.zip")) as z:  # every function: not this handout's config
+        z.extractall(root / "source")
+    shutil.copytree(hw, root / "submission")
+    assert gradescope.main(root) == 0
+    data = json.loads((root / "results" / "results.json").read_text())
+    assert data["score"] == 0 and "the autograder failed, not your submission" in data["output"]
+    assert "did not give out as exercises" in data["tests"][0]["output"]

@@ -15,7 +15,8 @@ def cmd_make(args):
     for e in entries:
         extra = f" (also {', '.join(q for _, q in e.also_blanks)})" if e.also_blanks else ""
         print(f"  {e.file:<15} {e.qualname}{extra}: {e.points} points, hint {e.hint_level}")
-    print(f"students: see {out / 'README.md'}; grade with: tinyvae assignment grade SUBMISSION")
+    print(f"students: see {out / 'README.md'} (python -m tinyvae.selfcheck, then python -m tinyvae.submit); "
+          f"grade with: tinyvae assignment grade SUBMISSIONS --config {out}")
     return 0
 
 
