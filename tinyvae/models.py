@@ -357,7 +357,7 @@ class VAE(_Base):
         the decoder's output, dmu_kl and dlogvar_kl (N, K) the KL term's gradients w.r.t. mu and logvar.
             dz = decoder'(dout);   (dmu_recon, dlogvar_recon) = reparam'(dz)     (z = mu + exp(logvar / 2) * eps)
             dmu = dmu_recon + beta * dmu_kl;   dlogvar = dlogvar_recon + beta * dlogvar_kl
-        then both heads' input gradients add up into the encoder (``_heads_backward``).
+        Both heads' input gradients add up into the encoder (``_heads_backward``).
         """
         dout, dmu_kl, dlogvar_kl = saved
         # The reconstruction term: back through the decoder to z, then through z = mu + exp(logvar / 2) * eps.
