@@ -417,7 +417,6 @@ def test_long_rows_wrap_into_blocks_as_even_as_can_be(mnist, n, widths):
         assert_tiles(strips[2 * k], images[start:start + width], cols)
         assert_tiles(strips[2 * k + 1], images[::-1][start:start + width], cols)
         start += width
-    assert plots.balanced_columns(n, plots.WRAP) == cols
 
 
 @pytest.mark.backends("numpy")

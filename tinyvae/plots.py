@@ -134,11 +134,11 @@ def _rows(rows, title, path, *, ncols, ends=None):
     """A figure of labelled strips, one per (label, images) pair, wrapped into blocks of at most ``ncols`` images.
 
     Block k shows images k*c ... (k+1)*c - 1 of every strip, one strip under the other, so a long strip grows in
-    rows rather than into a thin line of tiny digits; c = ``balanced_columns(n, ncols)``. ``ends`` = (first, last)
+    rows rather than into a thin line of tiny digits; c = ``_balanced_columns(n, ncols)``. ``ends`` = (first, last)
     labels the first and the last image (under the bottom strip), e.g. ("A", "B") for the two ends of a walk.
     """
     n = max(len(images) for _, images in rows)
-    ncols = balanced_columns(n, ncols)
+    ncols = _balanced_columns(n, ncols)
     blocks = [[(label, _tile(images[start:start + ncols], ncols)) for label, images in rows]
               for start in range(0, n, ncols)]
     fig, axes = _pixel_figure(blocks, title, band=_PAD + _LABEL_PX if ends else None)
@@ -154,7 +154,7 @@ def _rows(rows, title, path, *, ncols, ends=None):
     return _save(fig, path)
 
 
-def balanced_columns(n, most):
+def _balanced_columns(n, most):
     """Columns for n images in rows of at most ``most``, the rows as even as can be: the fewest rows that hold
     them, r = ceil(n / most), then ceil(n / r) columns (12 in rows of at most 10: 2 x 6, not 10 + 2)."""
     return math.ceil(n / math.ceil(n / most))
@@ -243,7 +243,7 @@ def image_rows(rows, title=None, path=None, *, ncols=WRAP, ends=None, image_shap
     """Labelled rows of images, e.g. [("original", x), ("PCA", x_pca), ("autoencoder", x_ae)], one under another.
 
     Each row is a batch (N, H*W); rows longer than ``ncols`` wrap into further blocks of rows of equal length
-    (``balanced_columns``: 12 images are two blocks of 6; block k holds images k*6 ... of every row), so the
+    (``_balanced_columns``: 12 images are two blocks of 6; block k holds images k*6 ... of every row), so the
     figure grows downwards and every digit keeps its size.
     ``ends`` = (first, last) labels the first and last image of the bottom row, e.g. ("A", "B").
     """
