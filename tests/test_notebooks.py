@@ -89,6 +89,31 @@ def test_no_library_code_redefined(path):
                     f"{path.name} cell {i} defines {node.name!r}, which the library already provides"
 
 
+def _makes_figure(cell):
+    """Whether a code cell calls a figure-making function: any public function of tinyvae.plots (each returns a
+    Figure) or pyplot's plt.figure / plt.subplots."""
+    from tinyvae import plots
+
+    makers = {("plots", name) for name, value in vars(plots).items()
+              if callable(value) and not name.startswith("_") and getattr(value, "__module__", "") == plots.__name__}
+    makers |= {("plt", "figure"), ("plt", "subplots")}
+    return any(isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+               and isinstance(node.func.value, ast.Name) and (node.func.value.id, node.func.attr) in makers
+               for node in ast.walk(ast.parse(_python_source(cell))))
+
+
+def test_figure_cells_are_recognised():
+    """The check below that every figure cell shows an image must see the figure cells: at least one per notebook,
+    and in notebook 07 the im2col drawing and the two VAEs' samples."""
+    found = {path.stem: [i for i, cell in enumerate(_read(path).cells)
+                         if cell.cell_type == "code" and _makes_figure(cell)] for path in NOTEBOOKS}
+    assert all(found.values()), found
+    nb07 = _read(NOTEBOOKS[EXPECTED.index("07_convolutions_by_hand")])
+    sources = [nb07.cells[i].source for i in found["07_convolutions_by_hand"]]
+    assert any("plt.subplots" in s for s in sources) and any("plots.samples" in s for s in sources)
+    assert not _makes_figure(nbformat.v4.new_code_cell("x = plots.WRAP\nprint(plt.rcParams)"))
+
+
 @pytest.fixture(scope="module")
 def kernel_spec_manager(tmp_path_factory):
     """A kernelspec named python3 that launches THIS interpreter (sys.executable), and nothing else.
@@ -141,6 +166,11 @@ def test_runs_top_to_bottom(path, tmp_path, monkeypatch, kernel_spec_manager):
     assert not os.listdir(work), f"{path.name} wrote files into its working folder: {os.listdir(work)}"
     images = [o for cell in code for o in cell.outputs if "image/png" in o.get("data", {})]
     assert images, f"{path.name}: no figure was displayed"
+    blank = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code" and _makes_figure(cell)
+             and not any("image/png" in o.get("data", {}) for o in cell.outputs)]
+    assert not blank, (f"{path.name}: cells {blank} make a figure but show none (a Figure made with the object API, "
+                       "as tinyvae.plots makes them, is shown by display(fig) or as the cell's last expression; "
+                       "plt.show() shows only pyplot's own figures)")
     printed = "".join(o.get("text", "") for cell in code for o in cell.outputs if o.output_type == "stream")
     for verdict in VERDICTS.get(path.stem, ()):
         assert re.search(verdict, printed), f"{path.name} did not print its measured verdict {verdict!r}"
