@@ -174,6 +174,11 @@ def test_runs_top_to_bottom(path, tmp_path, monkeypatch, kernel_spec_manager):
     printed = "".join(o.get("text", "") for cell in code for o in cell.outputs if o.output_type == "stream")
     for verdict in VERDICTS.get(path.stem, ()):
         assert re.search(verdict, printed), f"{path.name} did not print its measured verdict {verdict!r}"
+    for total in SUMS.get(path.stem, ()):  # a printed "a + b = c" must add up (to the printed rounding)
+        found = re.search(total, printed)
+        assert found, f"{path.name} did not print {total!r}"
+        a, b, c = (float(v) for v in found.groups())
+        assert abs(a + b - c) <= 0.1, f"{path.name} prints {found.group(0)!r}, which does not add up"
 
 
 # Claims about a run's results are computed from its numbers and printed; the prose beside them only explains.
@@ -198,8 +203,15 @@ VERDICTS = {
                                 r"beta = 4 draws the requested digit [\d.]+% (more|less) often, with a bound on "
                                 r"-log p\(x \| y\) [\d.]+ nats (looser|tighter)",
                                 r"the IWAE-trained model's test bound is [\d.]+ nats (tighter|looser) than the VAE's",
-                                r"(as many active units as|\d+ (more|fewer) active units than) the VAE"],
+                                r"(as many active units as|\d+ (more|fewer) active units than) the VAE",
+                                r"Burda et al.'s finding that IWAE training keeps more units active: this run "
+                                r"(shows it|does NOT show it)",
+                                r"the beta-weighted training loss, recon \+ 4 x KL = [\d.]+ nats per image: what the "
+                                r"optimizer minimises, not the ELBO"],
 }
+# Sums printed as "a + b = c" with what c is: the negative ELBO is recon + KL, not the beta-weighted loss.
+SUMS = {"06_conditional_and_iwae": [r"recon ([\d.]+) \+ KL ([\d.]+) = ([\d.]+) nats per image, the negative ELBO "
+                                    r"\(a bound on -log p\(x \| y\)\)"]}
 HARD_CODED = ["a little blurrier than notebook 01", "beats PCA clearly at small", "at every latent size",
               "PCA usually wins everywhere", "far more of them go"]
 
