@@ -198,6 +198,10 @@ VERDICTS = {
     "05_beyond_the_blur": [r"the mean image's pixel error is (lower|NOT lower) than every real seven's, and it is "
                            r"(blurrier|NOT blurrier)",
                            r"the VAE-GAN's Frechet distance is (lower|NOT lower) than the VAE's",
+                           r"the VAE-GAN's sharpness is \d+% (above|below) the test images' \([\d.]+ vs [\d.]+\): "
+                           r"(more high-frequency detail|blurrier) than real digits",
+                           r"closer to the test images' sharpness \(the smaller \|sharpness - [\d.]+\|\): the "
+                           r"(VAE-GAN|VAE)",
                            r"the classifier finds \d+ of 10 digits in more than 2% of the VAE-GAN's samples"],
     "06_conditional_and_iwae": [r"the classifier finds the requested digit in [\d.]+% of \d+ samples",
                                 r"beta = 4 draws the requested digit [\d.]+% (more|less) often, with a bound on "
