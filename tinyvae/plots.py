@@ -1,13 +1,12 @@
 """Figures for autoencoders and VAEs: reconstructions, samples, latent spaces, interpolations, training curves.
 
-Every function builds a ``matplotlib.figure.Figure`` with the object API (no pyplot, no global state, no
-``show()``), so it works headless, in scripts and in notebooks (a returned Figure displays itself in Jupyter).
-Each returns the Figure and, given ``path``, also writes it there as a PNG. Images are rows of a batch (N, H*W)
-on any backend, shown as H x W grey digits. A grid of digits is one mosaic image (tiles 1 pixel apart): a grid of
-64 samples is one ``imshow``, not 64 axes. Mosaics are placed pixel-exactly (each pixel 1 x 1 or 2 x 2 figure
-pixels, so a digit keeps >= 28 x 28 pixels and no gap is lost); figures grow in rows (strips wrap into blocks of
-at most ``WRAP`` images, as even as can be: 12 images are 6 + 6, not 10 + 2), and more than ``MAX_IMAGES`` images
-are refused.
+Every function builds a ``matplotlib.figure.Figure`` with the object API (no pyplot, no global state), so it works
+headless and in scripts; in a notebook a Figure shows as a cell's last expression or by ``display(fig)``, never by
+``plt.show()``. Each returns the Figure and, given ``path``, also writes it there as a PNG. Images are rows of a
+batch (N, H*W) on any backend, shown as H x W grey digits; a grid of them is one mosaic image (tiles 1 pixel
+apart), placed pixel-exactly (each pixel 1 x 1 or 2 x 2 figure pixels: a digit keeps >= 28 x 28 pixels). Strips
+wrap into blocks of at most ``WRAP`` images, as even as can be (12 images: 6 + 6, not 10 + 2); more than
+``MAX_IMAGES`` images are refused.
 
     >>> import tinyvae as tv
     >>> from tinyvae import plots
