@@ -47,10 +47,12 @@ def _kernel(name):
     """The compiled ElementwiseKernel ``name`` (made once; CuPy caches the binary per dtype)."""
     if B.backend_name() != "cupy":
         raise RuntimeError(f"tinyvae.kernels.{name} runs only under the cupy backend, not {B.backend_name()!r}")
-    if name not in _KERNELS:
+    xp = B.get_xp()
+    key = (id(xp), name)  # per array module: the tests' CuPy stand-in compiles its own
+    if key not in _KERNELS:
         inputs, outputs, body = _SOURCES[name]
-        _KERNELS[name] = B.get_xp().ElementwiseKernel(inputs, outputs, body, f"tinyvae_{name}")
-    return _KERNELS[name]
+        _KERNELS[key] = xp.ElementwiseKernel(inputs, outputs, body, f"tinyvae_{name}")
+    return _KERNELS[key]
 
 
 def _scalar(a, value):

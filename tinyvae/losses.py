@@ -30,6 +30,14 @@ def _on_gpu():
     return B.backend_name() == "cupy"
 
 
+def weighted_sum(a, weight, b):
+    """a + weight * b for two loss values (recon + beta * kl), in float64 whatever they are: Python floats on the
+    CPU, 0-d float32 device arrays from the ``_fast`` twins on CuPy (widened on the device, so the total is as exact
+    as the CPU's and nothing is read from the GPU)."""
+    wide = lambda v: B.astype(v, "float64") if B.is_array(v) else v  # noqa: E731
+    return wide(a) + weight * wide(b)
+
+
 def mse_per_example(pred, target):
     """sum_d (pred - target)^2 for each row."""
     pred, target = _pair(pred, target, "mse", ("pred", "target"))

@@ -330,7 +330,7 @@ class VAE(_Base):
         recon, dout = self._recon(self._decode_raw(z), x)
         kl, dmu_kl, dlogvar_kl = losses.gaussian_kl_fast(mu, logvar)
         self._grads = (dout, dmu_kl, dlogvar_kl)
-        return LossParts(recon + self.beta * kl, recon, kl)
+        return LossParts(losses.weighted_sum(recon, self.beta, kl), recon, kl)
 
     def loss_per_example(self, x, eps=None, rng=None):
         """{"loss", "recon", "kl"} as arrays (N,), for one z per example (k per example if k > 1), no gradient."""
