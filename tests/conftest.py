@@ -65,7 +65,7 @@ def backend(request):
         if name != "none":
             tinyvae.use("cupy" if name == "fakecupy" else name)
             tinyvae.set_default_dtype("float32")
-        yield name
+        yield "cupy" if name == "fakecupy" else name  # the library's name for it: tests compare with backend_name()
     finally:
         tinyvae.use("numpy")
         tinyvae.set_default_dtype("float32")
@@ -89,7 +89,7 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason=f"needs CuPy and a CUDA device ({why_not})")
     for item in items:
         on_fake = getattr(getattr(item, "callspec", None), "params", {}).get("backend") == "fakecupy"
-        if "gpu" in item.keywords and why_not is not None and not on_fake:
+        if item.get_closest_marker("gpu") is not None and why_not is not None and not on_fake:
             item.add_marker(skip, append=False)  # this reason first, before "not run under the selected backends"
         for marker in item.iter_markers("needs"):
             for module in marker.args:

@@ -54,6 +54,16 @@ def mse(pred, target):
     return value, diff * (2.0 / n)
 
 
+def mse_fast(pred, target):
+    """``mse`` with the value left on the device on CuPy (a 0-d array, read by ``float``), so that a training step
+    with a Gaussian decoder never waits for the GPU; the same float as ``mse`` elsewhere."""
+    pred, target = _pair(pred, target, "mse", ("pred", "target"))
+    n = pred.shape[0]
+    diff = pred - target
+    value = B.get_xp().sum(diff * diff) / n
+    return (value if _on_gpu() else float(value)), diff * (2.0 / n)
+
+
 def _bce_terms(logits, target):
     """max(l, 0) - l * x + log1p(exp(-|l|)) element-wise: no exp that could overflow, exact at l = +-1e4."""
     xp = B.get_xp()
@@ -213,8 +223,11 @@ def gaussian_kl_fast(mu, logvar):
     return value, mu * (1.0 / n), (var - 1.0) * (0.5 / n)
 
 
-def check_labels(labels, n, num_classes, who):
-    """``labels`` as an integer array of shape (n,) with every value in [0, num_classes), or a clear error."""
+def check_labels(labels, n, num_classes, who, values=True):
+    """``labels`` as an integer array of shape (n,) with every value in [0, num_classes), or a clear error.
+
+    ``values=False`` checks the shape and dtype only: the range check reads the labels' minimum and maximum from the
+    device, so a training loop that checked all its labels once (``train.fit``) skips it at every step."""
     if not B.is_array(labels):
         labels = B.asarray(labels)
     if labels.ndim != 1 or labels.shape[0] != n:
@@ -222,7 +235,7 @@ def check_labels(labels, n, num_classes, who):
                          f"got shape {tuple(labels.shape)}")
     if "int" not in str(labels.dtype):
         raise TypeError(f"{who}: labels must be integers (class indices); got dtype {labels.dtype}")
-    if n and (int(B.get_xp().min(labels)) < 0 or int(B.get_xp().max(labels)) >= num_classes):
+    if values and n and (int(B.get_xp().min(labels)) < 0 or int(B.get_xp().max(labels)) >= num_classes):
         raise ValueError(f"{who}: labels must lie in [0, {num_classes}); got values from "
                          f"{int(B.get_xp().min(labels))} to {int(B.get_xp().max(labels))}")
     return labels
@@ -309,3 +322,15 @@ def iwae_loss(log_w):
     lse = _logsumexp(log_w)
     value = math.log(k) - float(xp.sum(lse)) / n
     return value, -xp.exp(log_w - lse) / n
+
+
+def iwae_loss_fast(log_w):
+    """``iwae_loss`` with the value left on the device on CuPy (a 0-d array, read by ``float``): a training step
+    on the importance-weighted objective then never waits for the GPU. Elsewhere exactly ``iwae_loss``."""
+    if not _on_gpu():
+        return iwae_loss(log_w)
+    log_w = _log_weights_2d(log_w, "iwae_loss")
+    xp = B.get_xp()
+    n, k = log_w.shape
+    lse = _logsumexp(log_w)
+    return math.log(k) - xp.sum(lse) / n, -xp.exp(log_w - lse) / n

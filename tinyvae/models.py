@@ -131,7 +131,7 @@ class _Base(Module):
         """The reconstruction term and its gradient: BCE on logits (bernoulli) or squared error (gaussian)."""
         if self.likelihood == "bernoulli":
             return losses.bce_with_logits_fast(out, x)
-        return losses.mse(out, x)
+        return losses.mse_fast(out, x)
 
     def recon_per_example(self, out, x):
         """-log p(x | z) per example for the decoder output ``out``.
@@ -430,9 +430,10 @@ class VAE(_Base):
         mu, logvar = self._encode(x)
         eps = self._iwae_eps(x.shape[0], eps, rng)
         log_w, log_px, z, out = self._log_weights(x, mu, logvar, eps, self.beta)
-        total, dlog_w = losses.iwae_loss(log_w)
+        total, dlog_w = losses.iwae_loss_fast(log_w)  # 0-d device arrays on CuPy: read once per check, not here
         const = recon_constant(self)
-        recon = -float(B.get_xp().mean(log_px)) - const
+        recon = -B.get_xp().mean(B.astype(log_px, "float64")) - const
+        recon = recon if B.backend_name() == "cupy" else float(recon)
         self._grads = _Weighted((x, eps, z, out, logvar, dlog_w))
         return LossParts(total - const, recon, total - const - recon)
 
@@ -530,6 +531,7 @@ class ConditionalVAE(VAE):
                  beta=4.0, activation="relu", dtype=None, rng=None, k=1):
         self.num_classes = _positive_int(num_classes, "num_classes", 2)
         self._onehot = None
+        self._labels_checked = False  # True while train.fit runs: it checked every label's range once, up front
         super().__init__(input_dim, hidden, latent_dim, likelihood, beta, activation, dtype, rng, k)
 
     @property
@@ -540,7 +542,7 @@ class ConditionalVAE(VAE):
         """Keep onehot(y) (n, C) for the networks' inputs: every public method sets it before running them."""
         if y is None:
             raise ValueError(f"{who}: a conditional VAE needs the labels y, one class index per example")
-        y = losses.check_labels(y, n, self.num_classes, who)
+        y = losses.check_labels(y, n, self.num_classes, who, values=not self._labels_checked)
         self._onehot = losses._one_hot(y, self.num_classes, self._dtype)
 
     def _encoder_input(self, x):
