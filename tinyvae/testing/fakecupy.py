@@ -153,6 +153,10 @@ class ndarray:
         _sync(".tolist()")
         return self._a.tolist()
 
+    def __format__(self, spec):
+        _sync("format()")
+        return format(self._a.item() if self._a.ndim == 0 else self._a, spec)
+
     def __len__(self):
         return len(self._a)
 
@@ -181,6 +185,8 @@ class ndarray:
         return _call(func, func.__name__, args, kwargs)
 
     def __getattr__(self, name):
+        if name.startswith("__"):  # NumPy's __array_interface__ and the like: CuPy's arrays have none
+            raise AttributeError(name)
         attr = getattr(self._a, name)
         if not callable(attr):
             return _wrap(attr)
@@ -335,11 +341,12 @@ class ElementwiseKernel:
         dtype = self._dtype(args)
         shape = np.broadcast_shapes(*(a.shape for a in args if isinstance(a, ndarray)))
         env = {"_np": np, "_T": dtype.type}
+        kinds = lambda kind: dtype if kind == "T" else np.dtype(kind)  # noqa: E731 - T, or a named dtype
         for (kind, name), a in zip(self.inputs, args):
-            value = a._a if isinstance(a, ndarray) else a
-            env[name] = value if kind != "T" or isinstance(a, ndarray) else dtype.type(value)
+            env[name] = a._a if isinstance(a, ndarray) else kinds(kind).type(a)
         given = args[len(self.inputs):]
-        outs = [given[i] if i < len(given) else ndarray(np.zeros(shape, dtype)) for i in range(len(self.outputs))]
+        outs = [given[i] if i < len(given) else ndarray(np.zeros(shape, kinds(kind)))
+                for i, (kind, _) in enumerate(self.outputs)]
         for (_, name), out in zip(self.outputs, outs):
             env[name] = out._a.copy()
         with np.errstate(all="ignore"):  # inf and nan as CUDA gives them, without warnings
@@ -441,6 +448,30 @@ def _make_module():
 
 
 module = _make_module()
+
+
+def vae_step_launches(batch=128, sizes=(784, 400, 20)):
+    """The launches of one training step of the reference VAE (``sizes``: input, hidden, latent) under the
+    stand-in: zero_grad, loss, backward and Adam's step, counted after a warm-up step (the first one builds the
+    flat buffer and Adam's state). The caller must have installed the stand-in and made "cupy" active."""
+    import tinyvae as tv
+
+    model = tv.VAE(sizes[0], (sizes[1],), sizes[2], rng=0)
+    opt = tv.Adam(model.parameters())
+    x = tv.asarray(np.random.default_rng(0).random((batch, sizes[0]), dtype=np.float32))
+    gen = tv.Generator(0)
+
+    def step():
+        opt.zero_grad()
+        model.loss(x, rng=gen)
+        model.backward()
+        opt.step()
+
+    step()
+    before = counts["launches"]
+    with no_sync():
+        step()
+    return counts["launches"] - before
 
 
 def install(backend_module):
