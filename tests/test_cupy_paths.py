@@ -109,7 +109,7 @@ def test_the_stand_in_refuses_what_cupy_refuses():
         if B.get_xp().sum(a) > 0:  # an `if` on a device value
             pass
     with pytest.raises(TypeError, match="CuPy needs exactly one"):
-        kernels.relu_backward(a, B.asarray([1.0, 2.0], dtype="float32"))
+        kernels.relu_backward(a, B.asarray([1.0, 2.0], dtype="float64"))  # a is float32
 
 
 def test_the_stand_in_runs_each_kernels_cuda_body():
