@@ -41,7 +41,7 @@ _SOURCES = {
                         """dmu = dz + beta * dmu_kl;
                            dlogvar = dz * eps * std * (T)0.5 + beta * dlogvar_kl;"""),
     "weighted_total": ("T a, T b, float64 weight", "float64 total", "total = weight * b + a;"),
-    "relu_forward": ("T x", "T y", "y = x > (T)0 ? x : (T)0;"),
+    "relu_forward": ("T x", "T y", "y = x <= (T)0 ? (T)0 : x;"),  # NaN stays NaN, as in maximum(x, 0)
     "relu_backward": ("T dout, T y", "T dx", "dx = y > (T)0 ? dout : (T)0;"),
     "leaky_relu_forward": ("T x, T a", "T y", "y = x > (T)0 ? x : a * x;"),
     "leaky_relu_backward": ("T dout, T x, T a", "T dx", "dx = x > (T)0 ? dout : a * dout;"),

@@ -264,7 +264,8 @@ def asnumpy(a, stream=None):
 
 # ---- ElementwiseKernel: the CUDA C body translated to NumPy ----------------------------------------------------
 
-_FUNCTIONS = {"max": "_np.maximum", "min": "_np.minimum", "fabs": "_np.abs", "exp": "_np.exp", "log": "_np.log",
+# CUDA's max and min are fmax and fmin: a NaN argument gives the other one (NumPy's maximum would give NaN).
+_FUNCTIONS = {"max": "_np.fmax", "min": "_np.fmin", "fabs": "_np.abs", "exp": "_np.exp", "log": "_np.log",
               "log1p": "_np.log1p", "expm1": "_np.expm1", "tanh": "_np.tanh", "sqrt": "_np.sqrt"}
 
 
