@@ -48,6 +48,24 @@ _SOURCES = {
 }
 
 
+# Reductions: name -> (inputs, output, map expression, reduce expression, post-map, identity), CuPy's
+# ReductionKernel: each element is mapped, the mapped values are combined along the reduced axes in one launch.
+_REDUCTIONS = {
+    "bce_rows": ("T l, T x", "T y", "max(l, (T)0) - l * x + log1p(exp(-fabs(l)))", "a + b", "y = a", "0"),
+}
+
+
+def _reduction(name):
+    """The compiled ReductionKernel ``name`` (made once per array module, like ``_kernel``)."""
+    if B.backend_name() != "cupy":
+        raise RuntimeError(f"tinyvae.kernels.{name} runs only under the cupy backend, not {B.backend_name()!r}")
+    xp = B.get_xp()
+    key = (id(xp), name)
+    if key not in _KERNELS:
+        _KERNELS[key] = xp.ReductionKernel(*_REDUCTIONS[name], name=f"tinyvae_{name}")
+    return _KERNELS[key]
+
+
 def _kernel(name):
     """The compiled ElementwiseKernel ``name`` (made once; CuPy caches the binary per dtype)."""
     if B.backend_name() != "cupy":
@@ -131,6 +149,13 @@ def weighted_total(a, weight, b):
 def relu_forward(x):
     """y = max(x, 0) (``activations.relu``), one launch (no row of zeros to make first)."""
     return _kernel("relu_forward")(x)
+
+
+def bce_rows(logits, target):
+    """sum_d [max(l, 0) - l x + log1p(exp(-|l|))] over the last axis (``losses.bce_with_logits_per_example``), in
+    ONE reduction launch, where the formula takes about fifteen passes. ``target`` broadcasts against ``logits``
+    (the IWAE bound's images (m, 1, D) against logits (m, k, D)). Returns logits.shape[:-1]."""
+    return _reduction("bce_rows")(logits, target, axis=-1)
 
 
 def relu_backward(dout, y):

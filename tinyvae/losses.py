@@ -128,8 +128,12 @@ def bce_with_logits_per_example_fast(logits, target):
     if not B.is_array(logits):
         logits = B.asarray(logits)
     target = B.asarray(target, dtype=logits.dtype)
-    size = None if _on_gpu() else BLOCK_ROWS  # a GPU wants few large passes: one set of launches for all rows
-    rows = [_bce_rows_fast(block, block_target)[0] for block, block_target in _row_block_pairs(logits, target, size)]
+    size = None if _on_gpu() else BLOCK_ROWS  # a GPU wants few large passes: one launch for all rows
+    pairs = _row_block_pairs(logits, target, size)  # also checks the shapes
+    if _on_gpu():
+        from . import kernels
+        return kernels.bce_rows(*pairs[0])  # one reduction kernel: one pass over the block
+    rows = [_bce_rows_fast(block, block_target)[0] for block, block_target in pairs]
     return B.get_xp().reshape(B.concat(rows, axis=0), tuple(logits.shape[:-1]))
 
 

@@ -24,7 +24,6 @@ asynchronous launches and streams, memory limits, and speed.
 """
 import contextlib
 import re
-import sys
 import types
 
 import numpy as np
@@ -358,6 +357,31 @@ class ElementwiseKernel:
         return outs[0] if len(outs) == 1 else tuple(outs)
 
 
+class ReductionKernel:
+    """``cupy.ReductionKernel`` for sums (reduce expression ``a + b``, post-map ``y = a``), run by NumPy: the map
+    expression is translated like an ElementwiseKernel's body, then summed along ``axis``."""
+
+    def __init__(self, in_params, out_params, map_expr, reduce_expr, post_map_expr, identity, name="reduce_kernel",
+                 **kwargs):
+        if reduce_expr.replace(" ", "") != "a+b" or post_map_expr.replace(" ", "") not in ("y=a", "y=a;"):
+            raise NotImplementedError("the stand-in's ReductionKernel sums only (a + b, y = a)")
+        self.inputs, self.name = _parse_params(in_params), name
+        self.code = compile(_expression(map_expr), f"<reduction {name}>", "eval")
+
+    def __call__(self, *args, axis=None, keepdims=False):
+        elementwise = ElementwiseKernel.__new__(ElementwiseKernel)
+        elementwise.inputs, elementwise.outputs, elementwise.name = self.inputs, [], self.name
+        dtype = elementwise._dtype(args)
+        env = {"_np": np, "_T": dtype.type}
+        for (kind, name), a in zip(self.inputs, args):
+            env[name] = a._a if isinstance(a, ndarray) else (dtype if kind == "T" else np.dtype(kind)).type(a)
+        with np.errstate(all="ignore"):
+            mapped = np.asarray(eval(self.code, env), dtype=dtype)
+        shape = np.broadcast_shapes(*(a.shape for a in args if isinstance(a, ndarray)))
+        _launch()
+        return ndarray(np.sum(np.broadcast_to(mapped, shape), axis=axis, keepdims=keepdims, dtype=dtype))
+
+
 # ---- random --------------------------------------------------------------------------------------------------
 
 class _BitGenerator:
@@ -432,7 +456,7 @@ def _make_module():
     cupy.__file__ = __file__
     cupy.ndarray, cupy.asarray, cupy.asnumpy = ndarray, asarray, asnumpy
     cupy.array = lambda a, dtype=None, copy=True: asarray(a._a.copy() if isinstance(a, ndarray) else a, dtype)
-    cupy.ElementwiseKernel = ElementwiseKernel
+    cupy.ElementwiseKernel, cupy.ReductionKernel = ElementwiseKernel, ReductionKernel
     cupy.linalg = _Namespace("cupy.linalg", np.linalg)
     random = types.ModuleType("cupy.random")
     random.Generator, random.default_rng = Generator, _default_rng
@@ -486,4 +510,3 @@ def install(backend_module):
 
 
 __all__ = ["module", "install", "no_sync", "counts", "reset_counts", "HiddenSync", "ndarray"]
-sys.modules.setdefault(__name__, sys.modules[__name__])
