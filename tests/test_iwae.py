@@ -178,6 +178,7 @@ def test_train_options_reach_a_model_that_passes_them_on():
     assert (model.beta, model.k) == (2.0, 3)
 
 
+@pytest.mark.backends("numpy")  # the rule itself, on the CPU; the GPU's budget is checked by patching the name
 def test_the_bound_decodes_16_mb_chunks_on_the_cpu_and_256_mb_on_a_gpu(monkeypatch):
     from tinyvae import iwae
 

@@ -110,9 +110,10 @@ def weighted_loss(model, x, eps, rng):
     mu, logvar = model._encode(x)
     eps = iwae_eps(model, x.shape[0], eps, rng)
     log_w, log_px, z, std, out = _log_weights(model, x, mu, logvar, eps, model.beta)
-    total, dlog_w = losses.iwae_loss(log_w)
+    total, dlog_w = losses.iwae_loss_fast(log_w)  # 0-d device arrays on CuPy: read once per check, not here
     const = recon_constant(model)
-    recon = -float(B.get_xp().mean(log_px)) - const
+    recon = -B.get_xp().mean(B.astype(log_px, "float64")) - const
+    recon = recon if B.backend_name() == "cupy" else float(recon)
     model._grads = Weighted((x, eps, z, std, out, dlog_w))
     return LossParts(total - const, recon, total - const - recon)
 

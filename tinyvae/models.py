@@ -131,7 +131,7 @@ class _Base(Module):
         """The reconstruction term and its gradient: BCE on logits (bernoulli) or squared error (gaussian)."""
         if self.likelihood == "bernoulli":
             return losses.bce_with_logits_fast(out, x)
-        return losses.mse(out, x)
+        return losses.mse_fast(out, x)
 
     def recon_per_example(self, out, x):
         """-log p(x | z) per example for the decoder output ``out``.
@@ -327,7 +327,7 @@ class VAE(_Base):
         recon, dout = self._recon(self._decode_raw(z), x)
         kl, dmu_kl, dlogvar_kl = losses.gaussian_kl_fast(mu, logvar)
         self._grads = (dout, dmu_kl, dlogvar_kl)
-        return LossParts(recon + self.beta * kl, recon, kl)
+        return LossParts(losses.weighted_sum(recon, self.beta, kl), recon, kl)
 
     def loss_per_example(self, x, eps=None, rng=None):
         """{"loss", "recon", "kl"} as arrays (N,), for one z per example (k per example if k > 1), no gradient."""
@@ -362,6 +362,11 @@ class VAE(_Base):
         dout, dmu_kl, dlogvar_kl = saved
         # The reconstruction term: back through the decoder to z, then through z = mu + exp(logvar / 2) * eps.
         dz = self._latent_grad(self.decoder.backward(dout))
+        if B.backend_name() == "cupy":  # the three lines below in one fused kernel (kernels.latent_backward)
+            from . import kernels
+            eps, std = self.reparam._saved(self.reparam._eps), self.reparam._std
+            self._heads_backward(*kernels.latent_backward(dz, eps, std, dmu_kl, dlogvar_kl, self.beta))
+            return
         dmu_recon, dlogvar_recon = self.reparam.backward(dz)
         # Where the two terms meet: the KL term's gradient is added at mu and logvar, weighted by beta.
         dmu = dmu_recon + self.beta * dmu_kl
@@ -434,6 +439,7 @@ class ConditionalVAE(VAE):
                  beta=4.0, activation="relu", dtype=None, rng=None, k=1):
         self.num_classes = _positive_int(num_classes, "num_classes", 2)
         self._onehot = None
+        self._labels_checked = False  # True while train.fit runs: it checked every label's range once, up front
         super().__init__(input_dim, hidden, latent_dim, likelihood, beta, activation, dtype, rng, k)
 
     @property
@@ -444,7 +450,7 @@ class ConditionalVAE(VAE):
         """Keep onehot(y) (n, C) for the networks' inputs: every public method sets it before running them."""
         if y is None:
             raise ValueError(f"{who}: a conditional VAE needs the labels y, one class index per example")
-        y = losses.check_labels(y, n, self.num_classes, who)
+        y = losses.check_labels(y, n, self.num_classes, who, values=not self._labels_checked)
         self._onehot = losses._one_hot(y, self.num_classes, self._dtype)
 
     def _encoder_input(self, x):

@@ -14,6 +14,7 @@ import time
 from tqdm.auto import tqdm
 
 from . import backend as B
+from .losses import check_labels
 from .optim import Adam, check_holds, clip_grad_norm
 
 
@@ -275,6 +276,11 @@ def fit(model, x_train, epochs, batch_size=128, optimizer=None, x_val=None, seed
     if check_every is None:
         check_every = 50 if B.backend_name() == "cupy" else 1
     _positive_int(check_every, "fit: check_every")
+    labelled = getattr(model, "needs_labels", False) and hasattr(model, "num_classes")
+    if labelled:  # every label's range checked once here, so that no step reads labels from the device
+        for labels, who in ((y, "fit: y_train"), (y_val, "fit: y_val")):
+            if labels is not None:
+                check_labels(labels, labels.shape[0], model.num_classes, who)
     warm = kl_warmup > 0 and hasattr(model, "beta")
     target_beta = model.beta if warm else None
     end = start_epoch + epochs
@@ -284,6 +290,8 @@ def fit(model, x_train, epochs, batch_size=128, optimizer=None, x_val=None, seed
               leave=True, dynamic_ncols=True) as bar:
         run = _Run(model, x, y, optimizer, batch_size, clip, seed, bar, check_every)
         try:
+            if labelled:
+                model._labels_checked = True
             for epoch in range(start_epoch, end):
                 if warm:
                     model.beta = target_beta * min(1.0, (epoch + 1) / kl_warmup)
@@ -299,6 +307,8 @@ def fit(model, x_train, epochs, batch_size=128, optimizer=None, x_val=None, seed
         finally:
             if warm:
                 model.beta = target_beta
+            if labelled:
+                model._labels_checked = False
             model.train()
     return history
 
