@@ -22,7 +22,8 @@ import time
 import machine
 import tinyvae as tv
 from tinyvae import classifier, datasets, metrics, models
-from tinyvae.train import active_units, fit, iwae_bound
+from tinyvae.iwae import iwae_bound
+from tinyvae.train import active_units, fit
 
 SIZES = dict(input_dim=784, hidden=(400,), latent_dim=20)
 

@@ -16,7 +16,8 @@ import machine
 import tinyvae as tv
 from tinyvae import datasets, metrics
 from tinyvae.models import ConditionalVAE
-from tinyvae.train import active_units, evaluate, fit, iwae_bound
+from tinyvae.iwae import iwae_bound
+from tinyvae.train import active_units, evaluate, fit
 
 
 def report(model, data, args, epoch, start):

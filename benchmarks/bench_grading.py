@@ -2,7 +2,7 @@
 
     nice -n 10 python benchmarks/bench_grading.py [--repeats 3] [--batch 20] [--sandbox auto|bwrap|none]
 
-Prints medians of wall time. Grading one submission starts one student process per graded function (12), so the
+Prints medians of wall time. Grading one submission starts one student process per graded function (17), so the
 time is mostly process start-up and imports (Python, NumPy, the student's tinyvae); the batch reuses the expected
 values and runs --workers submissions at once. With --batch 300 the 300-submission figure is measured, otherwise
 it is extrapolated linearly from the measured batch (the per-submission cost does not grow with the batch).

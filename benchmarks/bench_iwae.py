@@ -14,7 +14,7 @@ import time
 
 import machine
 import tinyvae as tv
-from tinyvae.train import iwae_bound, iwae_chunk_rows
+from tinyvae.iwae import iwae_bound, iwae_chunk_rows
 
 
 def main():

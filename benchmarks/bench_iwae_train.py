@@ -15,7 +15,8 @@ import machine
 
 import tinyvae as tv
 from tinyvae import datasets
-from tinyvae.train import active_units, fit, iwae_bound
+from tinyvae.iwae import iwae_bound
+from tinyvae.train import active_units, fit
 
 
 def main(argv=None):

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import machine
 import tinyvae as tv
-from tinyvae.train import evaluate, fit, iwae_bound, iwae_chunk_rows
+from tinyvae.iwae import iwae_bound, iwae_chunk_rows
+from tinyvae.train import evaluate, fit
 
 
 SEED, BATCH, LR = 0, 128, 1e-3

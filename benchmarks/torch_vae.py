@@ -48,7 +48,7 @@ class TorchVAE(torch.nn.Module):
 
 def torch_iwae_bound(twin, x, *, rows, k=1000, seed=0):
     """The IWAE bound on -log p(x) (mean nats per image) computed in plain PyTorch, the same chunking as tinyvae's:
-    about ``rows`` (example, sample) rows through the decoder at once (pass ``tinyvae.train.iwae_chunk_rows(model)``
+    about ``rows`` (example, sample) rows through the decoder at once (pass ``tinyvae.iwae.iwae_chunk_rows(model)``
     for tinyvae's), torch.logsumexp over the k samples. The noise is drawn on ``x``'s device (a CUDA tensor: on the
     GPU)."""
     gen = torch.Generator(device=x.device).manual_seed(seed)

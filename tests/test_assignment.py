@@ -121,7 +121,9 @@ def test_the_copy_changes_nothing_but_the_listed_bodies(fresh):
                           if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
                           and "instructor" not in p.relative_to(PACKAGE_DIR).parts)
     copy_files = sorted(p.relative_to(fresh / "tinyvae") for p in (fresh / "tinyvae").rglob("*") if p.is_file())
-    assert copy_files == source_files
+    student_tools = {"_runner.py", "selfcheck.py", "submit.py", "selfcheck_cases.bin", "assignment.json"}
+    assert sorted(p for p in copy_files if str(p) not in student_tools) == source_files
+    assert student_tools <= {str(p) for p in copy_files}
     for rel in source_files:
         original, copied = (PACKAGE_DIR / rel).read_bytes(), (fresh / "tinyvae" / rel).read_bytes()
         if str(rel) in REPLACED_FILES:
@@ -143,9 +145,12 @@ def test_the_copy_changes_nothing_but_the_listed_bodies(fresh):
     notebooks = sorted(p.name for p in (SOLUTION_ROOT / "notebooks").glob("*.ipynb"))
     assert sorted(p.name for p in (fresh / "notebooks").glob("*.ipynb")) == notebooks
     readme = (fresh / "README.md").read_text()
-    assert all(f"`{i}`" in readme for i in IDS) and "python -m tinyvae gradcheck" in readme
+    assert all(f"`{i}`" in readme for i in IDS) and "python -m tinyvae.selfcheck" in readme
+    assert "## What to submit" in readme and "python -m tinyvae.submit" in readme and "../tinyvae-env" in readme
     marker = json.loads((fresh / assignment.MARKER).read_text())["functions"]
-    assert marker == {e.id: {"points": e.points, "hint": "full"} for e in MANIFEST}
+    assert marker == {e.id: {"points": e.points, "hint": "full", "partial": False, "visibility": "visible"}
+                      for e in MANIFEST}
+    assert json.loads((fresh / "tinyvae" / "assignment.json").read_text())["functions"] == marker
     assert "tqdm" in (fresh / "requirements.txt").read_text()
 
 
@@ -298,3 +303,29 @@ def test_the_handed_out_notebooks_keep_the_exercises_but_not_the_answers(fresh):
         assert any(leak in (SOLUTION_ROOT / "notebooks" / n).read_text() for n in texts), leak  # a real leak test
     assert "YOUR CODE HERE" in texts["01_autoencoder_and_pca.ipynb"]
     assert "Your derivation here" in texts["02_vae_step_by_step.ipynb"]
+
+
+def test_at_hint_none_no_graded_formula_survives_anywhere_in_the_handout(tmp_path):
+    """Hint levels mean what they say: at "none" no docstring, comment or other code of the copy still holds a
+    formula of a graded function (make refuses to write one that does); at "full" the same fragments are there."""
+    from dataclasses import replace
+
+    from tinyvae.instructor.manifest import FORMULAS
+
+    none = tuple(replace(e, hint_level="none") for e in MANIFEST)
+    out = make(tmp_path / "none", entries=none)
+    assert assignment.surviving_formulas(out / "tinyvae", none) == []
+    full = assignment.surviving_formulas(PACKAGE_DIR, none)  # the same search finds them in the solution
+    assert {line.split(": ")[1].split(" (")[0] for line in full} == set(FORMULAS)  # every entry's, not vacuous
+    activations = (out / "tinyvae" / "activations.py").read_text()
+    assert "y * (1 - y)" not in activations and "1 - y^2" not in activations and "class Sigmoid" in activations
+    assert "1 - b_i^t" not in (out / "tinyvae" / "optim.py").read_text()  # adam_fast's docstring
+    assert "x^T dout" not in (out / "tinyvae" / "layers.py").read_text()  # Dense's class docstring
+    gan = (out / "tinyvae" / "gan.py").read_text()  # VAEGAN._encoder_backward restated VAE.elbo_backward
+    assert "self.reparam.backward(dz)" not in gan and assignment.RESTATED_HINT in gan
+    readme = (out / "README.md").read_text()
+    assert "implement this function" in readme and "y^2" not in readme
+    env = dict(os.environ, PYTHONPATH=str(out), TINYVAE_BACKEND="numpy")
+    run = subprocess.run([sys.executable, "-c", "import tinyvae, tinyvae.gan, tinyvae.selfcheck"], cwd=out, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr  # still imports

@@ -65,5 +65,6 @@ def test_cpu_smoke_run_prints_the_table_and_writes_the_json(tmp_path):
     ours, theirs = result["iwae_bounds"]["tinyvae"], result["iwae_bounds"]["foreach"]
     assert 100 < ours < 1000 and abs(ours - theirs) < 0.03 * ours
     assert set(result["targets_met"]) == {"epoch <= 1.0x PyTorch fused, both batch sizes", "Adam step <= 0.1 ms",
-                                          "IWAE <= 1.0x PyTorch"}
+                                          "IWAE <= 1.0x PyTorch", "launches per VAE step < 35 (stand-in count)"}
+    assert 10 < result["launches_per_step"] < 100 and "counted on the CPU by the CuPy stand-in" in out
     assert not list(tmp_path.glob(".out.json.*"))  # written atomically, no temporary left behind

@@ -438,6 +438,16 @@ def test_evaluate_prints_the_test_figures_with_their_units(vae_run, capsys):
     assert "units: nats per image" in out and "Bernoulli" in out
 
 
+def test_the_units_line_names_the_data_set_the_figures_were_measured_on(vae_run, capsys):
+    code, out, err = run_cli(["evaluate", vae_run / "model.npz", "--k", "2", "--n", "20"], capsys)
+    assert code == 0, err
+    assert "grey-level pixels of mnist-small" in out and "--dataset mnist-small-binarized" in out
+    code, out, err = run_cli(["evaluate", vae_run / "model.npz", "--k", "2", "--n", "20", "--dataset",
+                              "mnist-small-binarized"], capsys)
+    assert code == 0, err
+    assert "pixels of mnist-small-binarized, thresholded at 0.5" in out and "grey-level" not in out
+
+
 def test_gaussian_units_put_loss_and_iwae_bound_on_the_same_footing(tmp_path, capsys):
     import math
 

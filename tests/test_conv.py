@@ -104,6 +104,21 @@ def test_conv_transpose2d_gradients(shape, output_padding):
     assert_passes(check_module(layer, images((n, c, h, w), seed=7), rng=8), ["dx", "dW", "db"])
 
 
+@pytest.mark.parametrize("padding, output_padding, bias_only", [(1, 1, 0), (0, 1, 1), (1, 2, 1), (2, 2, 0)])
+def test_output_padding_rows_get_only_the_bias_only_beyond_the_padding(padding, output_padding, bias_only):
+    """The last output_padding - padding rows and columns (none when padding >= output_padding, as in the
+    ConvVAE's stride-2, padding-1, output_padding-1 decoder) are reached by no window; every other one is."""
+    layer = conv.ConvTranspose2d(2, 3, 3, stride=3, padding=padding, output_padding=output_padding, rng=9,
+                                 dtype="float64")
+    x = images((2, 2, 4, 5), seed=10)
+    from_x = B.to_numpy(layer.forward(2.0 * x) - layer.forward(x))   # the windows' part: the bias cancels
+    rows, cols = np.abs(from_x).max(axis=(0, 1, 3)), np.abs(from_x).max(axis=(0, 1, 2))
+    for reached, size in ((rows, 4), (cols, 5)):
+        assert len(reached) == (size - 1) * 3 + 3 + output_padding - 2 * padding
+        np.testing.assert_array_equal(reached[len(reached) - bias_only:] == 0.0, True)   # the bias alone
+        assert (reached[:len(reached) - bias_only] > 1e-3).all()                         # windows reach these
+
+
 def test_flatten_unflatten_gradients_and_order():
     x = images((2, 3, 4, 5))
     flat = conv.Flatten()

@@ -10,7 +10,8 @@ from tinyvae import checkpoint, plots
 from tinyvae.cli import main
 from tinyvae.gradcheck import check_model
 from tinyvae.models import MODELS, ConditionalVAE
-from tinyvae.train import fit, iwae_bound
+from tinyvae.iwae import iwae_bound
+from tinyvae.train import fit
 
 
 def _cvae(**kw):

@@ -11,7 +11,8 @@ from tinyvae import activations, checkpoint
 from tinyvae.gmvae import GMVAE, log_mixture_density, log_mixture_density_backward
 from tinyvae.gradcheck import check_gradients, check_model, check_module
 from tinyvae.models import VAE
-from tinyvae.train import evaluate, fit, iwae_bound
+from tinyvae.iwae import iwae_bound
+from tinyvae.train import evaluate, fit
 
 
 def _f64(a):

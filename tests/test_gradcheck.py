@@ -121,6 +121,8 @@ def test_check_components_all_pass():
     names = " ".join(c.name for c in report)
     for part in ("Dense(init=he)", "LeakyReLU", "Softplus", "Sequential", "mse", "bce_with_logits",
                  "gaussian_kl dlogvar", "Reparameterize dlogvar", "Autoencoder", "DenoisingAutoencoder",
-                 "VAE(bernoulli", "VAE(gaussian"):
+                 "VAE(bernoulli", "VAE(gaussian", "ConvTranspose2d(stride 2, padding 1) dW", "ConvVAE(tanh) decoder",
+                 "VAEGAN encoder objective: encoder", "VAEGAN decoder objective: decoder",
+                 "VAEGAN discriminator objective: discriminator"):
         assert part in names
     assert report.passed, "\n" + str(report)

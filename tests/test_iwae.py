@@ -10,7 +10,8 @@ import tinyvae as tv
 from tinyvae import checkpoint, losses
 from tinyvae.cli import main
 from tinyvae.gradcheck import check_model, numerical_gradient, rel_error
-from tinyvae.train import fit, iwae_bound
+from tinyvae.iwae import importance_weighted_loss, iwae_bound
+from tinyvae.train import fit
 
 
 def _x(rng, n=3, d=8):
@@ -101,14 +102,14 @@ def test_the_weighted_objective_at_one_sample_reduces_to_the_vae():
     model.backward()
     exact = _grads(model)
     model.zero_grad()
-    weighted = model.importance_weighted_loss(x, eps=tv.asarray(eps[:, None, :]))
+    weighted = importance_weighted_loss(model, x, eps=tv.asarray(eps[:, None, :]))
     model.backward()
     assert weighted.recon == pytest.approx(vae.recon, rel=1e-10)
     assert weighted.total == pytest.approx(vae.total, rel=1e-10)
     for name, grad in _grads(model).items():
         assert rel_error(tv.asarray(grad), tv.asarray(exact[name])) < 1e-9, name
     # On unbalanced noise the two differ (the sampled KL is only right on average): the test above is not vacuous.
-    assert model.importance_weighted_loss(x[:100, :], eps=tv.asarray(half[:, None, :])).total != pytest.approx(
+    assert importance_weighted_loss(model, x[:100, :], eps=tv.asarray(half[:, None, :])).total != pytest.approx(
         model.loss(x[:100, :], eps=tv.asarray(half)).total, rel=1e-6)
 
 
@@ -118,7 +119,7 @@ def test_the_training_bound_is_iwae_bound_on_the_same_eps_and_tighter_than_the_e
     model = tv.VAE(784, (32,), 4, k=5, rng=0, dtype="float64")
     fit(model, data.x_train[:500], 1, progress=False)
     eps = np.random.default_rng(9).normal(size=(200, 5, 4))
-    # one log-weight computation (VAE.log_weights) behind both the objective and the evaluation bound
+    # one log-weight computation (iwae.log_weights) behind both the objective and the evaluation bound
     assert model.loss(x, eps=eps).total == pytest.approx(iwae_bound(model, x, k=5, eps=eps), rel=1e-10)
     elbo = tv.VAE(784, (32,), 4, rng=0, dtype="float64")
     elbo.load_state_dict(model.state_dict())
@@ -177,13 +178,41 @@ def test_train_options_reach_a_model_that_passes_them_on():
     assert (model.beta, model.k) == (2.0, 3)
 
 
+@pytest.mark.backends("numpy")  # the rule itself, on the CPU; the GPU's budget is checked by patching the name
 def test_the_bound_decodes_16_mb_chunks_on_the_cpu_and_256_mb_on_a_gpu(monkeypatch):
-    from tinyvae import train
+    from tinyvae import iwae
 
-    assert train.iwae_chunk_rows(tv.VAE(784, (8,), 2, dtype="float32", rng=0)) == 2**24 // (784 * 4) == 5349
-    assert train.iwae_chunk_rows(tv.VAE(784, (8,), 2, dtype="float64", rng=0)) == 2**24 // (784 * 8)
+    assert iwae.iwae_chunk_rows(tv.VAE(784, (8,), 2, dtype="float32", rng=0)) == 2**24 // (784 * 4) == 5349
+    assert iwae.iwae_chunk_rows(tv.VAE(784, (8,), 2, dtype="float64", rng=0)) == 2**24 // (784 * 8)
     conv = tv.ConvVAE(rng=0)
-    assert train.iwae_chunk_rows(conv) == conv.decode_rows  # its intermediate images, not its output, set the size
+    assert iwae.iwae_chunk_rows(conv) == conv.decode_rows  # its intermediate images, not its output, set the size
     model = tv.VAE(784, (8,), 2, dtype="float32", rng=0)
-    monkeypatch.setattr(train.B, "backend_name", lambda: "cupy")  # the rule only: no GPU is touched
-    assert train.iwae_chunk_rows(model) == 2**28 // (784 * 4)
+    monkeypatch.setattr(iwae.B, "backend_name", lambda: "cupy")  # the rule only: no GPU is touched
+    assert iwae.iwae_chunk_rows(model) == 2**28 // (784 * 4)
+
+
+def test_the_iwae_objective_lives_in_its_own_file_and_the_elbo_backward_knows_nothing_of_it(monkeypatch):
+    """VAE.elbo_backward (the graded function) has no IWAE branch: with it broken, k > 1 still trains (iwae.backward
+    through VAE.backward's dispatch) and k = 1 fails; the IWAE's gradient is checked in float64 in the tests above."""
+    import inspect
+
+    from tinyvae import iwae
+
+    source = inspect.getsource(tv.VAE.elbo_backward)
+    assert "iwae" not in source and "Weighted" not in source and "k > 1" not in source
+
+    def broken(self, saved):
+        raise AssertionError("the ELBO backward ran")
+
+    monkeypatch.setattr(tv.VAE, "elbo_backward", broken)
+    rng = np.random.default_rng(3)
+    x = _x(rng)
+    model = tv.VAE(8, (6,), 2, k=3, dtype="float64", rng=0)
+    model.loss(x, eps=rng.normal(size=(3, 3, 2)))
+    model.backward()
+    assert isinstance(model._grads, iwae.Weighted)
+    assert all(np.any(tv.to_numpy(p.grad) != 0) for p in model.parameters() if p is not model.encoder[0].W)
+    with pytest.raises(AssertionError, match="the ELBO backward ran"):
+        plain = tv.VAE(8, (6,), 2, dtype="float64", rng=0)
+        plain.loss(x, eps=rng.normal(size=(3, 2)))
+        plain.backward()

@@ -90,6 +90,31 @@ def test_no_library_code_redefined(path):
                     f"{path.name} cell {i} defines {node.name!r}, which the library already provides"
 
 
+def _makes_figure(cell):
+    """Whether a code cell calls a figure-making function: any public function of tinyvae.plots (each returns a
+    Figure) or pyplot's plt.figure / plt.subplots."""
+    from tinyvae import plots
+
+    makers = {("plots", name) for name, value in vars(plots).items()
+              if callable(value) and not name.startswith("_") and getattr(value, "__module__", "") == plots.__name__}
+    makers |= {("plt", "figure"), ("plt", "subplots")}
+    return any(isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+               and isinstance(node.func.value, ast.Name) and (node.func.value.id, node.func.attr) in makers
+               for node in ast.walk(ast.parse(_python_source(cell))))
+
+
+def test_figure_cells_are_recognised():
+    """The check below that every figure cell shows an image must see the figure cells: at least one per notebook,
+    and in notebook 07 the im2col drawing and the two VAEs' samples."""
+    found = {path.stem: [i for i, cell in enumerate(_read(path).cells)
+                         if cell.cell_type == "code" and _makes_figure(cell)] for path in NOTEBOOKS}
+    assert all(found.values()), found
+    nb07 = _read(NOTEBOOKS[EXPECTED.index("07_convolutions_by_hand")])
+    sources = [nb07.cells[i].source for i in found["07_convolutions_by_hand"]]
+    assert any("plt.subplots" in s for s in sources) and any("plots.samples" in s for s in sources)
+    assert not _makes_figure(nbformat.v4.new_code_cell("x = plots.WRAP\nprint(plt.rcParams)"))
+
+
 @pytest.fixture(scope="module")
 def kernel_spec_manager(tmp_path_factory):
     """A kernelspec named python3 that launches THIS interpreter (sys.executable), and nothing else.
@@ -142,9 +167,19 @@ def test_runs_top_to_bottom(path, tmp_path, monkeypatch, kernel_spec_manager):
     assert not os.listdir(work), f"{path.name} wrote files into its working folder: {os.listdir(work)}"
     images = [o for cell in code for o in cell.outputs if "image/png" in o.get("data", {})]
     assert images, f"{path.name}: no figure was displayed"
+    blank = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code" and _makes_figure(cell)
+             and not any("image/png" in o.get("data", {}) for o in cell.outputs)]
+    assert not blank, (f"{path.name}: cells {blank} make a figure but show none (a Figure made with the object API, "
+                       "as tinyvae.plots makes them, is shown by display(fig) or as the cell's last expression; "
+                       "plt.show() shows only pyplot's own figures)")
     printed = "".join(o.get("text", "") for cell in code for o in cell.outputs if o.output_type == "stream")
     for verdict in VERDICTS.get(path.stem, ()):
         assert re.search(verdict, printed), f"{path.name} did not print its measured verdict {verdict!r}"
+    for total in SUMS.get(path.stem, ()):  # a printed "a + b = c" must add up (to the printed rounding)
+        found = re.search(total, printed)
+        assert found, f"{path.name} did not print {total!r}"
+        a, b, c = (float(v) for v in found.groups())
+        assert abs(a + b - c) <= 0.1, f"{path.name} prints {found.group(0)!r}, which does not add up"
 
 
 # Claims about a run's results are computed from its numbers and printed; the prose beside them only explains.
@@ -164,16 +199,27 @@ VERDICTS = {
     "05_beyond_the_blur": [r"the mean image's pixel error is (lower|NOT lower) than every real seven's, and it is "
                            r"(blurrier|NOT blurrier)",
                            r"the VAE-GAN's Frechet distance is (lower|NOT lower) than the VAE's",
+                           r"the VAE-GAN's sharpness is \d+% (above|below) the test images' \([\d.]+ vs [\d.]+\): "
+                           r"(more high-frequency detail|blurrier) than real digits",
+                           r"closer to the test images' sharpness \(the smaller \|sharpness - [\d.]+\|\): the "
+                           r"(VAE-GAN|VAE)",
                            r"the classifier finds \d+ of 10 digits in more than 2% of the VAE-GAN's samples"],
     "06_conditional_and_iwae": [r"the classifier finds the requested digit in [\d.]+% of \d+ samples",
                                 r"beta = 4 draws the requested digit [\d.]+% (more|less) often, with a bound on "
                                 r"-log p\(x \| y\) [\d.]+ nats (looser|tighter)",
                                 r"the IWAE-trained model's test bound is [\d.]+ nats (tighter|looser) than the VAE's",
-                                r"(as many active units as|\d+ (more|fewer) active units than) the VAE"],
+                                r"(as many active units as|\d+ (more|fewer) active units than) the VAE",
+                                r"Burda et al.'s finding that IWAE training keeps more units active: this run "
+                                r"(shows it|does NOT show it)",
+                                r"the beta-weighted training loss, recon \+ 4 x KL = [\d.]+ nats per image: what the "
+                                r"optimizer minimises, not the ELBO"],
     "08_cs236_mixture_prior_and_m2": [r"all \d+ checks passed",
                                       r"the mixture prior puts (fewer|NOT fewer) of its draws in holes than N\(0, I\)",
                                       r"M2 is (more|NOT more) accurate than the classifier alone: [+-][\d.]+ points"],
 }
+# Sums printed as "a + b = c" with what c is: the negative ELBO is recon + KL, not the beta-weighted loss.
+SUMS = {"06_conditional_and_iwae": [r"recon ([\d.]+) \+ KL ([\d.]+) = ([\d.]+) nats per image, the negative ELBO "
+                                    r"\(a bound on -log p\(x \| y\)\)"]}
 HARD_CODED = ["a little blurrier than notebook 01", "beats PCA clearly at small", "at every latent size",
               "PCA usually wins everywhere", "far more of them go"]
 

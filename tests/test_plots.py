@@ -360,8 +360,8 @@ def test_interpolation_wraps_and_labels_its_ends(x, steps):
     labels = [t.get_text() for ax in fig.axes for t in ax.get_xticklabels()]
     assert labels == ["A", "B"]
     assert first.get_xticklabels()[0].get_text() == "A" and last.get_xticklabels()[-1].get_text() == "B"
-    # B sits under the last image: its column within the last block
-    col = (steps - 1) % min(steps, plots.WRAP)
+    # B sits under the last image: its column within the last block (blocks are as even as can be: 11 = 6 + 5)
+    col = (steps - 1) % -(-steps // blocks)
     assert last.get_xticks()[-1] == pytest.approx(col * CELL + 13.5)
     width, height = fig.get_size_inches() * fig.dpi
     assert width <= 800 and (steps <= 50 or height > 5 * width)  # 1000 steps: 100 rows, not a 30 px strip
@@ -400,6 +400,23 @@ def test_labels_stay_inside_the_figure_and_never_overlap(figure, n, x):
         assert not any(_overlap(box, ax.get_window_extent()) for ax in fig.axes)
     for i, a in enumerate(boxes):
         assert not any(_overlap(a, b) for b in boxes[i + 1:])
+
+
+@pytest.mark.parametrize("n, widths", [(10, [10]), (11, [6, 5]), (12, [6, 6]), (21, [7, 7, 7]), (31, [8, 8, 8, 7])])
+def test_long_rows_wrap_into_blocks_as_even_as_can_be(mnist, n, widths):
+    """12 images wrap as 6 + 6, not 10 + 2: the fewest blocks of at most WRAP images, their widths within one."""
+    images = mnist[0][:n]
+    fig = plots.image_rows([("a", images), ("b", images[::-1])], title="rows")
+    strips = mosaics(fig)  # block by block: the "a" strip, then the "b" strip
+    cols = widths[0]
+    assert len(strips) == 2 * len(widths) and all(m.shape == (28, cols * CELL - 1) for m in strips)
+    filled = [sum(not np.isnan(tile(m, i, cols)).all() for i in range(cols)) for m in strips[::2]]
+    assert filled == widths
+    start = 0
+    for k, width in enumerate(widths):  # block k holds images start ... start + width - 1 of each strip, in order
+        assert_tiles(strips[2 * k], images[start:start + width], cols)
+        assert_tiles(strips[2 * k + 1], images[::-1][start:start + width], cols)
+        start += width
 
 
 @pytest.mark.backends("numpy")

@@ -4,7 +4,7 @@
     tv.use("numpy")            # or "cupy" for a GPU, or "strict" to test that no code escapes the backend
     layer = tv.Dense(784, 400)
 """
-from . import backend, checkpoint, conv, datasets, experiments, gan, gradcheck, losses, models, optim, train
+from . import backend, checkpoint, conv, datasets, experiments, gan, gradcheck, iwae, losses, models, optim, train
 from .activations import ACTIVATIONS, ELU, Identity, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh, get_activation
 from .backend import (
     BackendUnavailable,
@@ -30,8 +30,9 @@ from .module import Module, Parameter, Sequential
 from .optim import SGD, Adam, clip_grad_norm
 from .pca import PCA
 from .reparam import Reparameterize
+from .iwae import iwae_bound
 from .ssvae import SSVAE
-from .train import History, active_units, evaluate, fit, iwae_bound, latent_variances
+from .train import History, active_units, evaluate, fit, latent_variances
 
 __version__ = "0.1.0"
 
@@ -48,6 +49,6 @@ __all__ = [
     "GMVAE", "SSVAE", "LossParts", "SGD", "Adam", "clip_grad_norm", "fit", "History",
     "evaluate", "iwae_bound", "active_units", "latent_variances", "PCA", "save", "load", "Checkpoint",
     # submodules
-    "backend", "checkpoint", "conv", "datasets", "experiments", "gan", "gradcheck", "losses", "models", "optim",
+    "backend", "checkpoint", "conv", "datasets", "experiments", "gan", "gradcheck", "iwae", "losses", "models", "optim",
     "train",
 ]

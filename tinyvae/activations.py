@@ -38,7 +38,10 @@ def relu(x):
 
 def relu_fast(x):
     """``relu`` taken against a row of zeros: NumPy runs maximum(x, row) in its SIMD loop but maximum(x, 0.0)
-    element by element, 2.5x slower (the result is the same)."""
+    element by element, 2.5x slower (the result is the same). On CuPy: one fused kernel, no zeros row to make."""
+    if _on_gpu():
+        from . import kernels
+        return kernels.relu_forward(x)
     return B.get_xp().maximum(x, B.zeros(tuple(x.shape[-1:]), x.dtype))
 
 

@@ -152,6 +152,8 @@ def to_numpy(a) -> np.ndarray:
     """Copy any array (NumPy, CuPy, array-api-strict, or a nested list) to a NumPy array on the host."""
     if isinstance(a, np.ndarray):
         return a
+    if _state.name == "cupy" and isinstance(a, _state.array_type):  # CuPy's arrays (or the tests' stand-in's)
+        return a.get()
     if hasattr(a, "get") and type(a).__module__.startswith("cupy"):
         return a.get()
     if type(a).__module__.startswith("array_api_strict"):
@@ -291,10 +293,26 @@ class Generator:
     def __init__(self, seed=None):
         self.backend = _state.name
         self.seed = seed
-        host_seed = None if seed is None else _seed_int(seed)
-        self._host = np.random.default_rng(host_seed)
-        # CuPy's Generator draws on the device (standard_normal, random); permutations stay on the host.
-        self._device = _state.xp.random.default_rng(host_seed) if self.backend == "cupy" else None
+        self._host_seed = None if seed is None else _seed_int(seed)
+        self._host = np.random.default_rng(self._host_seed)
+        self._device_rng = None  # CuPy's, made on first use (see _device)
+
+    # States of the device generator: 2**14 Philox states are 1 MB, made in one short launch. CuPy's default_rng
+    # builds a 270,336-state XORWOW generator (13 MB, with a long skip-ahead per state) for every Generator, that is
+    # for every epoch, every evaluate and every model built with a seed.
+    DEVICE_STATES = 2**14
+
+    @property
+    def _device(self):
+        """CuPy's Generator, which draws on the device (standard_normal, random); None on the other backends.
+        Permutations stay on the host (CuPy's Generator has none)."""
+        if self.backend != "cupy":
+            return None
+        if self._device_rng is None:
+            random = _state.xp.random
+            bits = random.Philox4x3210(self._host_seed, size=self.DEVICE_STATES)
+            self._device_rng = random.Generator(bits)
+        return self._device_rng
 
     def _check(self):
         if self.backend != _state.name:

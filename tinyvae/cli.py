@@ -174,15 +174,23 @@ def _model_kwargs(args, data):
     return {k: v for k, v in kwargs.items() if k in accepted}
 
 
-def units_lines(model):
-    """What the printed figures measure, for the model's likelihood (printed under every table of test figures)."""
+def units_lines(model, dataset):
+    """What the printed figures measure, for the model's likelihood and the data set ``dataset`` (its name, or the
+    folder it was read from) that they were measured on; printed under every table of test figures."""
+    from .datasets import BINARIZED, DATASETS
     from .models import recon_constant
 
     if model.likelihood == "bernoulli":
-        lines = ["units: nats per image, -log p(x|z) of a Bernoulli likelihood on the pixels. On grey-level pixels "
-                 "(the default data) these",
-                 "figures are not comparable with binarized-MNIST results in the literature: use --dataset "
-                 "mnist-binarized for that."]
+        if str(dataset).endswith(BINARIZED):
+            lines = [f"units: nats per image, -log p(x|z) of a Bernoulli likelihood on the pixels of {dataset}, "
+                     "thresholded at 0.5 (one fixed binarization: close to, not identical with, the literature's "
+                     "binarized-MNIST figures)."]
+        else:
+            binarized = f"{dataset}{BINARIZED}" if dataset in DATASETS else f"mnist{BINARIZED}"
+            lines = [f"units: nats per image, -log p(x|z) of a Bernoulli likelihood on the grey-level pixels of "
+                     f"{dataset}: these figures",
+                     f"are not comparable with binarized-MNIST results in the literature: use --dataset {binarized} "
+                     "for that."]
         if model.kind == "vaegan":
             lines.append("The VAE-GAN trains on discriminator features and a GAN loss (+ pixel_weight x the pixel "
                          "BCE), not on this ELBO: the test figures score its encoder and decoder as a VAE; "
@@ -199,7 +207,8 @@ def _test_figures(model, x, k=100, n_iwae=1000, labels=None):
     ``labels`` (the test labels) are used by a conditional model only (its figures are then given the labels).
     """
     from .models import VAE, recon_constant
-    from .train import active_units, evaluate, iwae_bound
+    from .iwae import iwae_bound
+    from .train import active_units, evaluate
 
     labels_all, labels = labels, (labels if getattr(model, "needs_labels", False) else None)
     test = evaluate(model, x, labels=labels)
@@ -219,10 +228,10 @@ def _test_figures(model, x, k=100, n_iwae=1000, labels=None):
     return figures
 
 
-def _print_figures(figures, model):
+def _print_figures(figures, model, dataset):
     rows = [(name, f"{value:.2f}" if isinstance(value, float) else value) for name, value in figures.items()]
     print(_table(rows, ("test figure", "value")))
-    for line in units_lines(model):
+    for line in units_lines(model, dataset):
         print(line)
 
 
@@ -458,9 +467,9 @@ def cmd_train(args):
                     history=history.to_dict(), train=train_options)
     _write_json(out / "metrics.json", {"command": "tinyvae " + " ".join(args.argv), "dataset": data.name,
                                        "config": model.config(), "history": history.to_dict(), "test": figures,
-                                       "units": " ".join(units_lines(model))})
+                                       "units": " ".join(units_lines(model, data.name))})
     n_figures = 0 if args.no_figures else _figures(model, data, history, out, args)
-    _print_figures(figures, model)
+    _print_figures(figures, model, data.name)
     print(f"wrote {out / 'model.npz'}, {out / 'metrics.json'} and {_plural(n_figures, 'figure')} in {out}")
     return 0
 
@@ -496,7 +505,8 @@ def cmd_evaluate(args):
     model, data = _checkpoint_and_data(args)
     print(f"evaluating {type(model).__name__} from {args.checkpoint} on {data.name} ({data.x_test.shape[0]} test "
           f"images), backend {B.backend_name()}")
-    _print_figures(_test_figures(model, data.x_test, k=args.k, n_iwae=args.n, labels=data.y_test), model)
+    _print_figures(_test_figures(model, data.x_test, k=args.k, n_iwae=args.n, labels=data.y_test), model,
+                   data.name)
     return 0
 
 

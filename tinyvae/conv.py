@@ -295,8 +295,11 @@ class ConvTranspose2d(_ConvBase):
     Forward: x_rows (N*H*W, C) @ W2 (C, F*kh*kw) = cols (N*H*W, F*kh*kw); y = col2im(cols) + b.
     Backward, with dcols = im2col(dout) (N*H*W, F*kh*kw):
         dx = dcols W2^T -> (N, C, H, W),  dW = x_rows^T dcols -> (C, F, kh, kw),  db = sum of dout over N, OH, OW.
-    ``output_padding`` (< stride) adds rows and columns at the bottom and right that no window reaches (they get
-    only the bias), for when several output sizes map to the same input size under the strided Conv2d.
+    ``output_padding`` = e (< stride) picks one of the several output sizes that the strided Conv2d maps to the
+    same H. The windows cover the rows 0 ... (H - 1) * s + kh - 1 of the uncropped output; e adds e rows at its
+    bottom (columns at its right), then ``padding`` crops p from every side. So the output's last rows are reached
+    by windows as long as e <= p (the ConvVAE's p = 1, e = 1: e keeps a row the crop would have dropped), and only
+    the last e - p rows (when e > p, e.g. p = 0) get the bias alone.
     Initialisation as torch.nn.ConvTranspose2d: W and b ~ U(-1/sqrt(F*kh*kw), 1/sqrt(F*kh*kw)).
     """
 

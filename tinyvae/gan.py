@@ -45,9 +45,14 @@ def discriminator_loss(real_logits, fake_logits):
     real_logits (N_r, 1), fake_logits (N_f, 1) -> (value: float, dreal (N_r, 1), dfake (N_f, 1)).
     """
     xp = B.get_xp()
-    real_value, dreal = losses.bce_with_logits(real_logits, xp.ones_like(real_logits))
-    fake_value, dfake = losses.bce_with_logits(fake_logits, xp.zeros_like(fake_logits))
+    real_value, dreal = _bce(real_logits, xp.ones_like(real_logits))
+    fake_value, dfake = _bce(fake_logits, xp.zeros_like(fake_logits))
     return real_value + fake_value, dreal, dfake
+
+
+def _bce(logits, target):
+    """``losses.bce_with_logits``; on CuPy its fused twin, whose value stays a 0-d device array (no read)."""
+    return (losses.bce_with_logits_fast if B.backend_name() == "cupy" else losses.bce_with_logits)(logits, target)
 
 
 def generator_loss(fake_logits):
@@ -57,7 +62,7 @@ def generator_loss(fake_logits):
     (s(l) near 0), where log(1 - s(l)) saturates. Gradient: dl = (s(l) - 1) / N.
     fake_logits (N, 1) -> (value: float, dfake (N, 1)).
     """
-    return losses.bce_with_logits(fake_logits, B.get_xp().ones_like(fake_logits))
+    return _bce(fake_logits, B.get_xp().ones_like(fake_logits))
 
 
 def feature_matching(real_features, fake_features):
@@ -67,7 +72,8 @@ def feature_matching(real_features, fake_features):
     """
     diff = fake_features - real_features
     n = diff.shape[0]
-    return 0.5 * float(B.get_xp().sum(diff * diff)) / n, diff / n
+    value = B.get_xp().sum(diff * diff) * (0.5 / n)
+    return (value if B.backend_name() == "cupy" else float(value)), diff / n  # on CuPy: read later, not here
 
 
 def input_gradient(layers, dout):
@@ -144,7 +150,7 @@ class VAEGANLosses:
         self.discriminator = disc
 
     def __repr__(self):
-        return "VAEGANLosses(" + ", ".join(f"{k}={getattr(self, k):.4f}" for k in self.__slots__) + ")"
+        return "VAEGANLosses(" + ", ".join(f"{k}={float(getattr(self, k)):.4f}" for k in self.__slots__) + ")"
 
 
 class VAEGAN(VAE):
@@ -152,7 +158,9 @@ class VAEGAN(VAE):
 
     Encoder and decoder are the VAE's (Bernoulli decoder: its logits go through a sigmoid to make images in
     [0, 1]); ``disc_hidden`` sizes the discriminator (LeakyReLU(``negative_slope``)). ``gamma`` weighs the
-    decoder's reconstruction term against the GAN term; ``pixel_weight`` adds the VAE's pixel BCE to the
+    decoder's reconstruction term against the GAN term (the default 0.03 scores best, with sharp but blotchy
+    samples at full size; 0.1 draws smoother ones that look more like digits, at a higher Frechet distance: see
+    docs/benchmarks.md, "What the samples look like"); ``pixel_weight`` adds the VAE's pixel BCE to the
     reconstruction term (0 is Larsen's pure learned similarity; the default 1 keeps the MLP training stable, see
     docs/benchmarks.md). encode, decode, sample, reconstruct and interpolate are the VAE's; ``loss`` and
     ``backward`` are the VAE-GAN's three objectives (the module docstring), ``loss_per_example`` stays the VAE's
@@ -211,7 +219,7 @@ class VAEGAN(VAE):
         mu, logvar, out, images, logits, feats = self._forward_all(x, eps, z_prior, rng)
         kl, dmu_kl, dlogvar_kl = losses.gaussian_kl_fast(mu, logvar)
         pixel, dpixel = losses.bce_with_logits_fast(out[:n, :], x)
-        kl, pixel = float(kl), float(pixel)  # floats like the other terms (the twins give 0-d arrays on CuPy)
+        # kl and pixel: floats, or 0-d device arrays on CuPy like every other term (read by gan.fit's checks)
         llike, dfeat = feature_matching(feats[:n, :], feats[n:2 * n, :])
         disc, dreal, dfake = discriminator_loss(logits[:n, :], logits[n:, :])
         gan, dgen = generator_loss(logits[n:, :])
@@ -290,14 +298,55 @@ def _step(model, optimizers, xb, gen, epoch, step, steps):
     """One step of every network; a non-finite loss stops before the update, naming the epoch and step."""
     optimizers.zero_grad()
     parts = model.loss(xb, rng=gen)
-    bad = [k for k in VAEGANLosses.TERMS if not math.isfinite(getattr(parts, k))]
-    if bad:
-        raise FloatingPointError(
-            f"gan.fit: the loss {bad[0]} became {getattr(parts, bad[0])} at epoch {epoch + 1}, step {step + 1} of "
-            f"{steps}; try a smaller lr, a smaller gamma or a larger pixel_weight (the weights are unchanged)")
+    if not B.backend_name() == "cupy":  # on CuPy the terms stay on the device: train_epoch checks them in blocks
+        _check_finite([getattr(parts, k) for k in VAEGANLosses.TERMS], epoch, step, steps)
     model.backward()
     optimizers.step()
     return parts
+
+
+def _check_finite(terms, epoch, step, steps, restored=None):
+    """Stop on the first non-finite term of one step (``VAEGANLosses.TERMS`` order), naming it and the step."""
+    bad = [(k, v) for k, v in zip(VAEGANLosses.TERMS, terms) if not math.isfinite(v)]
+    if bad:
+        raise FloatingPointError(
+            f"gan.fit: the loss {bad[0][0]} became {bad[0][1]} at epoch {epoch + 1}, step {step + 1} of {steps}; "
+            "try a smaller lr, a smaller gamma or a larger pixel_weight "
+            + ("(the weights are unchanged)" if restored is None else
+               f"(weights restored to step {restored} of that epoch: on CuPy the losses are read every "
+               f"{CHECK_EVERY} steps)"))
+
+
+# On CuPy the figures of CHECK_EVERY steps are read from the device at once (each read waits for the GPU); the
+# weights and optimizer state saved at the last read are put back if one of them is not finite.
+CHECK_EVERY = 50
+
+
+def _read_block(model, optimizers, pending, sums, saved, epoch, steps):
+    """Add the pending (step, batch size, figures vector) to ``sums`` with ONE read from the device; on a non-finite
+    term, restore ``saved`` (weights, optimizer state) and stop."""
+    xp = B.get_xp()
+    rows = B.to_numpy(xp.stack([vec for _, _, vec in pending])).tolist()
+    for (step, m, _), row in zip(pending, rows):
+        if not all(math.isfinite(v) for v in row[:len(VAEGANLosses.TERMS)]):
+            for p, data in zip(model.parameters(), saved[0]):
+                p.data[...] = data
+            optimizers.load_state_dict(saved[1])
+            _check_finite(row, epoch, step, steps, restored=pending[0][0])
+        for (key, _), v in zip(_FIGURES, row):
+            sums[key] += m * v
+    pending.clear()
+
+
+def _figures(parts):
+    """The _FIGURES of one step as one float64 vector on the device (CuPy), so that a block is read at once."""
+    xp = B.get_xp()
+    return xp.stack([B.astype(B.asarray(v, dtype="float64") if not B.is_array(v) else v, "float64")
+                     for v in (getattr(parts, name) for _, name in _FIGURES)])
+
+
+def _save(model, optimizers):
+    return [B.copy(p.data) for p in model.parameters()], optimizers.state_dict()
 
 
 def train_epoch(model, x, optimizers, batch_size, seed, epoch, bar):
@@ -309,12 +358,20 @@ def train_epoch(model, x, optimizers, batch_size, seed, epoch, bar):
     gen = B.Generator((seed, epoch))
     perm = gen.permutation(n)
     sums = dict.fromkeys((key for key, _ in _FIGURES), 0.0)
+    deferred, pending = B.backend_name() == "cupy", []
+    saved = _save(model, optimizers) if deferred else None
     for step in range(steps):
         xb = xp.take(x, perm[step * batch_size:min(n, (step + 1) * batch_size)], axis=0)
         parts = _step(model, optimizers, xb, gen, epoch, step, steps)
+        bar.update(1)
+        if deferred:
+            pending.append((step, xb.shape[0], _figures(parts)))
+            if (step + 1) % CHECK_EVERY == 0 or step + 1 == steps:
+                _read_block(model, optimizers, pending, sums, saved, epoch, steps)
+                saved = _save(model, optimizers) if step + 1 < steps else None
+            continue
         for key, name in _FIGURES:
             sums[key] += xb.shape[0] * getattr(parts, name)
-        bar.update(1)
         bar.set_postfix({name: f"{getattr(parts, name):.3g}" for name in VAEGANLosses.TERMS}, refresh=False)
     return sums
 

@@ -75,7 +75,7 @@ class GMVAE(VAE):
         d/drho of -log p    = the variances' gradient times softplus'(rho) = sigmoid(rho).
     Defaults are CS236's: 784-300-300 ELU MLPs, latent 10, K = 500. The encoder keeps the library's logvar head
     (the homework's is softplus + 1e-8: the same family of Gaussians); the prior's variances are softplus + 1e-8.
-    The IWAE bound (``train.iwae_bound``) uses ``log_prior`` through ``log_weights``; training is one-sample only.
+    The IWAE bound (``iwae.iwae_bound``) uses ``log_prior`` through ``iwae.log_weights``; training is one-sample only.
     """
 
     kind = "gmvae"
@@ -137,7 +137,11 @@ class GMVAE(VAE):
 
     def backward(self):
         """Fill every parameter's .grad with the gradient of the last ``loss`` (its batch mean)."""
-        dout, z = self._saved(self._grads)
+        saved = self._saved(self._grads)
+        if len(saved) != 2:  # an importance-weighted loss (tinyvae.iwae): its backward assumes an N(0, I) prior
+            raise NotImplementedError("GMVAE trains on the one-sample ELBO (loss) only; the IWAE bound "
+                                      "(iwae_bound) evaluates it, but its importance-weighted objective has no backward")
+        dout, z = saved
         n, weight = z.shape[0], self.beta / z.shape[0]
         dz = self._latent_grad(self.decoder.backward(dout))
         # -beta/N * log p(z): the mixture's gradient into z, its means and its variances

@@ -242,9 +242,11 @@ def value_checks(seed=0):
 
 
 def conv_checks(seed=0):
-    """(name, run) pairs for the convolution: Conv2d's gradients, and col2im as the adjoint of im2col
-    (<im2col(x), c> = <x, col2im(c)> for every x and c, which is what makes it im2col's backward)."""
-    from .conv import Conv2d, col2im, im2col
+    """(name, run) pairs for the convolution: Conv2d's and ConvTranspose2d's gradients, col2im as the adjoint of
+    im2col (<im2col(x), c> = <x, col2im(c)> for every x and c, which is what makes it im2col's backward), and a
+    small ConvVAE's whole objective."""
+    from .conv import Conv2d, ConvTranspose2d, col2im, im2col
+    from .conv_models import ConvVAE
 
     xp, rng = B.get_xp(), B.Generator(seed + 2)
     normal = lambda *shape: rng.standard_normal(shape, "float64")  # noqa: E731
@@ -260,7 +262,45 @@ def conv_checks(seed=0):
         right = float(xp.sum(x * col2im(cols, tuple(x.shape), 3, 3, 2, 1)))
         return Report([Check("col2im (adjoint of im2col)", (), rel_error(B.asarray(left), B.asarray(right)))])
 
-    return [("Conv2d", conv), ("col2im", adjoint)]
+    def transposed():
+        layer = ConvTranspose2d(3, 2, 3, stride=2, padding=1, output_padding=1, rng=rng, dtype="float64")
+        return check_module(layer, normal(2, 3, 3, 4), rng=seed, name="ConvTranspose2d(stride 2, padding 1)")
+
+    def conv_vae():
+        # 5x5 images: stride-2 convolutions down to 3x3 and 2x2, transposed ones back up. Small images keep the
+        # objective (and the rounding error of its differences) small; tanh has no kink for a difference to
+        # straddle among its many units (ReLU's own gradient is checked above).
+        model = ConvVAE((1, 5, 5), channels=(3, 2), latent_dim=3, kernel_size=3, activation="tanh",
+                        dtype="float64", rng=rng)
+        return check_model(model, rng.random((2, 25), "float64"), eps=normal(2, 3), name="ConvVAE(tanh)")
+
+    return [("Conv2d", conv), ("ConvTranspose2d", transposed), ("col2im", adjoint), ("ConvVAE(tanh)", conv_vae)]
+
+
+def vaegan_checks(seed=0):
+    """(name, run) pairs for the VAE-GAN: each of its three networks' whole objective (encoder: beta KL + L_rec,
+    decoder: gamma L_rec + L_gen, discriminator: L_dis) against finite differences in that network's parameters,
+    on a small model with its noise fixed (eps for q, z_p for the prior samples). The decoder's gradient passes
+    through the discriminator, the encoder's through decoder and discriminator both."""
+    from .gan import VAEGAN
+
+    rng = B.Generator(seed + 3)
+    model = VAEGAN(12, (7,), 3, disc_hidden=(6, 5), beta=0.8, gamma=0.3, pixel_weight=0.7, dtype="float64",
+                   rng=rng)
+    x = rng.random((4, 12), "float64")
+    noise = {"eps": rng.standard_normal((4, 3), "float64"), "z_prior": rng.standard_normal((4, 3), "float64")}
+    names = {id(p): n for n, p in model.named_parameters()}
+
+    def network(name, params):
+        model.zero_grad()
+        model.loss(x, **noise)
+        model.backward()
+        return check_gradients(lambda: getattr(model.loss(x, **noise), name),
+                               {names[id(p)]: p.data for p in params}, {names[id(p)]: B.copy(p.grad) for p in params},
+                               f"VAEGAN {name} objective: ")
+
+    return [(f"VAEGAN {name} objective", lambda name=name, params=params: network(name, params))
+            for name, params in model.networks().items()]
 
 
 def check_components(seed=0):
@@ -334,6 +374,7 @@ def check_components(seed=0):
 
     checks += value_checks(seed)
     checks += conv_checks(seed)
+    checks += vaegan_checks(seed)
     checks += cs236_checks(seed)
     report = Report()
     for name, run in checks:

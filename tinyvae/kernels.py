@@ -26,31 +26,56 @@ _SOURCES = {
                if (momentum != (T)0) { buf = momentum * buf + gg; gg = buf; }
                p = p - lr * gg;"""),
     "bce": ("T l, T x, T inv_n", "T terms, T grad",
-            """terms = max(l, (T)0) - l * x + log1p(exp(-fabs(l)));
+            """terms = (max(l, (T)0) - l * x + log1p(exp(-fabs(l)))) * inv_n;
                grad = ((tanh(l * (T)0.5) + (T)1) * (T)0.5 - x) * inv_n;"""),
     "kl": ("T mu, T logvar, T inv_n", "T terms, T dmu, T dlogvar",
            """T var = exp(logvar);
-              terms = mu * mu + var - (T)1 - logvar;
+              terms = (mu * mu + var - (T)1 - logvar) * ((T)0.5 * inv_n);
               dmu = mu * inv_n;
               dlogvar = (var - (T)1) * ((T)0.5 * inv_n);"""),
     "reparam_forward": ("T mu, T logvar, T eps", "T z, T std",
                         """std = exp(logvar * (T)0.5);
                            z = mu + std * eps;"""),
     "reparam_backward": ("T dz, T eps, T std", "T dlogvar", "dlogvar = dz * eps * std * (T)0.5;"),
+    "latent_backward": ("T dz, T eps, T std, T dmu_kl, T dlogvar_kl, T beta", "T dmu, T dlogvar",
+                        """dmu = dz + beta * dmu_kl;
+                           dlogvar = dz * eps * std * (T)0.5 + beta * dlogvar_kl;"""),
+    "weighted_total": ("T a, T b, float64 weight", "float64 total", "total = weight * b + a;"),
+    "relu_forward": ("T x", "T y", "y = x <= (T)0 ? (T)0 : x;"),  # NaN stays NaN, as in maximum(x, 0)
     "relu_backward": ("T dout, T y", "T dx", "dx = y > (T)0 ? dout : (T)0;"),
     "leaky_relu_forward": ("T x, T a", "T y", "y = x > (T)0 ? x : a * x;"),
     "leaky_relu_backward": ("T dout, T x, T a", "T dx", "dx = x > (T)0 ? dout : a * dout;"),
 }
 
 
+# Reductions: name -> (inputs, output, map expression, reduce expression, post-map, identity), CuPy's
+# ReductionKernel: each element is mapped, the mapped values are combined along the reduced axes in one launch.
+_REDUCTIONS = {
+    "bce_rows": ("T l, T x", "T y", "max(l, (T)0) - l * x + log1p(exp(-fabs(l)))", "a + b", "y = a", "0"),
+}
+
+
+def _reduction(name):
+    """The compiled ReductionKernel ``name`` (made once per array module, like ``_kernel``)."""
+    if B.backend_name() != "cupy":
+        raise RuntimeError(f"tinyvae.kernels.{name} runs only under the cupy backend, not {B.backend_name()!r}")
+    xp = B.get_xp()
+    key = (id(xp), name)
+    if key not in _KERNELS:
+        _KERNELS[key] = xp.ReductionKernel(*_REDUCTIONS[name], name=f"tinyvae_{name}")
+    return _KERNELS[key]
+
+
 def _kernel(name):
     """The compiled ElementwiseKernel ``name`` (made once; CuPy caches the binary per dtype)."""
     if B.backend_name() != "cupy":
         raise RuntimeError(f"tinyvae.kernels.{name} runs only under the cupy backend, not {B.backend_name()!r}")
-    if name not in _KERNELS:
+    xp = B.get_xp()
+    key = (id(xp), name)  # per array module: the tests' CuPy stand-in compiles its own
+    if key not in _KERNELS:
         inputs, outputs, body = _SOURCES[name]
-        _KERNELS[name] = B.get_xp().ElementwiseKernel(inputs, outputs, body, f"tinyvae_{name}")
-    return _KERNELS[name]
+        _KERNELS[key] = xp.ElementwiseKernel(inputs, outputs, body, f"tinyvae_{name}")
+    return _KERNELS[key]
 
 
 def _scalar(a, value):
@@ -81,21 +106,21 @@ def sgd(p, g, buf, lr, momentum, weight_decay):
 def bce_with_logits(logits, target):
     """(value as a 0-d device array, dlogits) of ``losses.bce_with_logits``, in one launch plus one sum:
 
-        terms = max(l, 0) - l x + log1p(exp(-|l|));   value = sum(terms) / N;   dl = (sigmoid(l) - x) / N
+        terms = (max(l, 0) - l x + log1p(exp(-|l|))) / N;   value = sum(terms);   dl = (sigmoid(l) - x) / N
     """
     n = logits.shape[0]
     terms, grad = _kernel("bce")(logits, target, _scalar(logits, 1.0 / n))
-    return B.get_xp().sum(terms) / n, grad
+    return B.get_xp().sum(terms), grad
 
 
 def gaussian_kl(mu, logvar):
     """(value as a 0-d device array, dmu, dlogvar) of ``losses.gaussian_kl``, in one launch plus one sum:
 
-        value = 1/N sum 1/2 (mu^2 + exp(logvar) - 1 - logvar);  dmu = mu / N;  dlogvar = (exp(logvar) - 1) / (2N)
+        value = sum 1/(2N) (mu^2 + exp(logvar) - 1 - logvar);  dmu = mu / N;  dlogvar = (exp(logvar) - 1) / (2N)
     """
     n = mu.shape[0]
     terms, dmu, dlogvar = _kernel("kl")(mu, logvar, _scalar(mu, 1.0 / n))
-    return B.get_xp().sum(terms) * (0.5 / n), dmu, dlogvar
+    return B.get_xp().sum(terms), dmu, dlogvar
 
 
 def reparam_forward(mu, logvar, eps):
@@ -106,6 +131,31 @@ def reparam_forward(mu, logvar, eps):
 def reparam_backward(dz, eps, std):
     """dlogvar = dz * eps * std / 2 (``reparam.reparameterize_backward``; dmu = dz needs no kernel), one launch."""
     return _kernel("reparam_backward")(dz, eps, std)
+
+
+def latent_backward(dz, eps, std, dmu_kl, dlogvar_kl, beta):
+    """(dmu, dlogvar) where a VAE's two terms meet (``models.VAE.backward``), one launch:
+
+        dmu = dz + beta dmu_kl;   dlogvar = dz * eps * std / 2 + beta dlogvar_kl
+    (``reparam.reparameterize_backward`` plus beta times ``losses.gaussian_kl``'s gradients)."""
+    return _kernel("latent_backward")(dz, eps, std, dmu_kl, dlogvar_kl, _scalar(dz, beta))
+
+
+def weighted_total(a, weight, b):
+    """a + weight * b in float64 for two 0-d loss values of one dtype (``losses.weighted_sum``), one launch."""
+    return _kernel("weighted_total")(a, b, float(weight))
+
+
+def relu_forward(x):
+    """y = max(x, 0) (``activations.relu``), one launch (no row of zeros to make first)."""
+    return _kernel("relu_forward")(x)
+
+
+def bce_rows(logits, target):
+    """sum_d [max(l, 0) - l x + log1p(exp(-|l|))] over the last axis (``losses.bce_with_logits_per_example``), in
+    ONE reduction launch, where the formula takes about fifteen passes. ``target`` broadcasts against ``logits``
+    (the IWAE bound's images (m, 1, D) against logits (m, k, D)). Returns logits.shape[:-1]."""
+    return _reduction("bce_rows")(logits, target, axis=-1)
 
 
 def relu_backward(dout, y):

@@ -83,7 +83,7 @@ class Dense(Module):
                 f"{self!r}.backward expects dout of shape {(x.shape[0], self.out_features)}; got {tuple(dout.shape)}"
             )
         self.W.accumulate_product(x.T, dout)  # grad += x^T dout, written in place when grad was just zeroed
-        self.b.accumulate(B.get_xp().sum(dout, axis=0))
+        self.b.accumulate_sum(dout)  # grad += sum_n dout, summed in place when grad was just zeroed
         return dout @ self.W.data.T if self.input_grad else None
 
     def __repr__(self):

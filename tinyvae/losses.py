@@ -30,6 +30,17 @@ def _on_gpu():
     return B.backend_name() == "cupy"
 
 
+def weighted_sum(a, weight, b):
+    """a + weight * b for two loss values (recon + beta * kl), in float64 whatever they are: Python floats on the
+    CPU, 0-d float32 device arrays from the ``_fast`` twins on CuPy (widened on the device, so the total is as exact
+    as the CPU's and nothing is read from the GPU)."""
+    if _on_gpu() and B.is_array(a) and B.is_array(b) and a.dtype == b.dtype:
+        from . import kernels
+        return kernels.weighted_total(a, weight, b)  # one launch instead of four
+    wide = lambda v: B.astype(v, "float64") if B.is_array(v) else v  # noqa: E731
+    return wide(a) + weight * wide(b)
+
+
 def mse_per_example(pred, target):
     """sum_d (pred - target)^2 for each row."""
     pred, target = _pair(pred, target, "mse", ("pred", "target"))
@@ -44,6 +55,16 @@ def mse(pred, target):
     diff = pred - target
     value = float(B.get_xp().sum(diff * diff)) / n
     return value, diff * (2.0 / n)
+
+
+def mse_fast(pred, target):
+    """``mse`` with the value left on the device on CuPy (a 0-d array, read by ``float``), so that a training step
+    with a Gaussian decoder never waits for the GPU; the same float as ``mse`` elsewhere."""
+    pred, target = _pair(pred, target, "mse", ("pred", "target"))
+    n = pred.shape[0]
+    diff = pred - target
+    value = B.get_xp().sum(diff * diff) / n
+    return (value if _on_gpu() else float(value)), diff * (2.0 / n)
 
 
 def _bce_terms(logits, target):
@@ -107,8 +128,12 @@ def bce_with_logits_per_example_fast(logits, target):
     if not B.is_array(logits):
         logits = B.asarray(logits)
     target = B.asarray(target, dtype=logits.dtype)
-    size = None if _on_gpu() else BLOCK_ROWS  # a GPU wants few large passes: one set of launches for all rows
-    rows = [_bce_rows_fast(block, block_target)[0] for block, block_target in _row_block_pairs(logits, target, size)]
+    size = None if _on_gpu() else BLOCK_ROWS  # a GPU wants few large passes: one launch for all rows
+    pairs = _row_block_pairs(logits, target, size)  # also checks the shapes
+    if _on_gpu():
+        from . import kernels
+        return kernels.bce_rows(*pairs[0])  # one reduction kernel: one pass over the block
+    rows = [_bce_rows_fast(block, block_target)[0] for block, block_target in pairs]
     return B.get_xp().reshape(B.concat(rows, axis=0), tuple(logits.shape[:-1]))
 
 
@@ -205,8 +230,11 @@ def gaussian_kl_fast(mu, logvar):
     return value, mu * (1.0 / n), (var - 1.0) * (0.5 / n)
 
 
-def check_labels(labels, n, num_classes, who):
-    """``labels`` as an integer array of shape (n,) with every value in [0, num_classes), or a clear error."""
+def check_labels(labels, n, num_classes, who, values=True):
+    """``labels`` as an integer array of shape (n,) with every value in [0, num_classes), or a clear error.
+
+    ``values=False`` checks the shape and dtype only: the range check reads the labels' minimum and maximum from the
+    device, so a training loop that checked all its labels once (``train.fit``) skips it at every step."""
     if not B.is_array(labels):
         labels = B.asarray(labels)
     if labels.ndim != 1 or labels.shape[0] != n:
@@ -214,7 +242,7 @@ def check_labels(labels, n, num_classes, who):
                          f"got shape {tuple(labels.shape)}")
     if "int" not in str(labels.dtype):
         raise TypeError(f"{who}: labels must be integers (class indices); got dtype {labels.dtype}")
-    if n and (int(B.get_xp().min(labels)) < 0 or int(B.get_xp().max(labels)) >= num_classes):
+    if values and n and (int(B.get_xp().min(labels)) < 0 or int(B.get_xp().max(labels)) >= num_classes):
         raise ValueError(f"{who}: labels must lie in [0, {num_classes}); got values from "
                          f"{int(B.get_xp().min(labels))} to {int(B.get_xp().max(labels))}")
     return labels
@@ -301,3 +329,15 @@ def iwae_loss(log_w):
     lse = _logsumexp(log_w)
     value = math.log(k) - float(xp.sum(lse)) / n
     return value, -xp.exp(log_w - lse) / n
+
+
+def iwae_loss_fast(log_w):
+    """``iwae_loss`` with the value left on the device on CuPy (a 0-d array, read by ``float``): a training step
+    on the importance-weighted objective then never waits for the GPU. Elsewhere exactly ``iwae_loss``."""
+    if not _on_gpu():
+        return iwae_loss(log_w)
+    log_w = _log_weights_2d(log_w, "iwae_loss")
+    xp = B.get_xp()
+    n, k = log_w.shape
+    lse = _logsumexp(log_w)
+    return math.log(k) - xp.sum(lse) / n, -xp.exp(log_w - lse) / n

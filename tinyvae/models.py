@@ -11,7 +11,7 @@ from . import losses
 from .activations import get_activation, sigmoid
 from .layers import Dense
 from .module import Module, Sequential
-from .reparam import Reparameterize, reparameterize_backward
+from .reparam import Reparameterize
 from .train import _positive_int
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -132,7 +132,7 @@ class _Base(Module):
         """The reconstruction term and its gradient: BCE on logits (bernoulli) or squared error (gaussian)."""
         if self.likelihood == "bernoulli":
             return losses.bce_with_logits_fast(out, x)
-        return losses.mse(out, x)
+        return losses.mse_fast(out, x)
 
     def recon_per_example(self, out, x):
         """-log p(x | z) per example for the decoder output ``out``.
@@ -253,10 +253,6 @@ class DenoisingAutoencoder(Autoencoder):
         return self.corrupt(x, rng) if self.training else x
 
 
-class _Weighted(tuple):
-    """What an importance-weighted ``loss`` keeps for ``backward``: (x, eps, z, out, logvar, dlog_w)."""
-
-
 class VAE(_Base):
     """A variational autoencoder: q(z|x) = N(mu(x), diag(exp(logvar(x)))), p(z) = N(0, I), p(x|z) from the decoder.
 
@@ -266,7 +262,7 @@ class VAE(_Base):
     gradient arrives at (mu, logvar) directly; the two are added there and flow on into the encoder.
 
     ``k > 1`` trains on the importance-weighted bound of Burda et al. (2016) instead, with k codes per example (the
-    IWAE): see ``importance_weighted_loss``. k = 1 (the default) is the VAE above, with its exact KL term.
+    IWAE): see ``tinyvae.iwae``. k = 1 (the default) is the VAE above, with its exact KL term.
     """
 
     kind = "vae"
@@ -321,161 +317,73 @@ class VAE(_Base):
     def loss(self, x, eps=None, rng=None):
         """recon + beta * KL per example, for one z per example (``eps`` fixes the noise; else drawn from rng).
 
-        With k > 1: the importance-weighted objective instead (``importance_weighted_loss``; eps (N, k, K)).
+        With k > 1: the importance-weighted objective instead (``iwae.weighted_loss``; eps (N, k, K)).
         """
         x = self._input(x)
         if self.k > 1:
-            return self._importance_weighted(x, eps, rng)
+            from . import iwae  # here: iwae builds on this module
+            return iwae.weighted_loss(self, x, eps, rng)
         mu, logvar = self._encode(x)
         z = self.reparam.forward(mu, logvar, eps=eps, rng=rng)
         recon, dout = self._recon(self._decode_raw(z), x)
         kl, dmu_kl, dlogvar_kl = losses.gaussian_kl_fast(mu, logvar)
         self._grads = (dout, dmu_kl, dlogvar_kl)
-        return LossParts(recon + self.beta * kl, recon, kl)
+        return LossParts(losses.weighted_sum(recon, self.beta, kl), recon, kl)
 
     def loss_per_example(self, x, eps=None, rng=None):
         """{"loss", "recon", "kl"} as arrays (N,), for one z per example (k per example if k > 1), no gradient."""
         x = self._input(x)
         mu, logvar = self._encode(x)
         if self.k > 1:
-            return self._weighted_per_example(x, mu, logvar, self._iwae_eps(x.shape[0], eps, rng))
+            from . import iwae
+            return iwae.weighted_per_example(self, x, mu, logvar, iwae.iwae_eps(self, x.shape[0], eps, rng))
         z = self.reparam.forward(mu, logvar, eps=eps, rng=rng)
         recon = self.recon_per_example(self._decode_raw(z), x)
         kl = losses.gaussian_kl_per_example(mu, logvar)
         return {"loss": recon + self.beta * kl, "recon": recon, "kl": kl}
 
     def backward(self):
-        """Fill every parameter's .grad with the gradient of the last ``loss`` (its batch mean)."""
+        """Fill every parameter's .grad with the gradient of the last ``loss`` (its batch mean): the ELBO's
+        (``elbo_backward``), or the importance-weighted objective's (``iwae.backward``) when that was the loss."""
+        from . import iwae
         saved = self._saved(self._grads)
-        if isinstance(saved, _Weighted):  # the last loss was the importance-weighted one (k > 1)
-            return self._backward_weighted(saved)
+        if isinstance(saved, iwae.Weighted):
+            return iwae.backward(self, saved)
+        return self.elbo_backward(saved)
+
+    def elbo_backward(self, saved):
+        """The gradient of recon + beta * KL (batch mean) into every parameter's .grad (added, never zeroed).
+
+        ``saved`` = (dout, dmu_kl, dlogvar_kl) from ``loss``: dout (N, D) the reconstruction loss's gradient w.r.t.
+        the decoder's output, dmu_kl and dlogvar_kl (N, K) the KL term's gradients w.r.t. mu and logvar.
+            dz = decoder'(dout);   (dmu_recon, dlogvar_recon) = reparam'(dz)     (z = mu + exp(logvar / 2) * eps)
+            dmu = dmu_recon + beta * dmu_kl;   dlogvar = dlogvar_recon + beta * dlogvar_kl
+        Both heads' input gradients add up into the encoder (``_heads_backward``).
+        """
         dout, dmu_kl, dlogvar_kl = saved
         # The reconstruction term: back through the decoder to z, then through z = mu + exp(logvar / 2) * eps.
         dz = self._latent_grad(self.decoder.backward(dout))
+        if B.backend_name() == "cupy":  # the three lines below in one fused kernel (kernels.latent_backward)
+            from . import kernels
+            eps, std = self.reparam._saved(self.reparam._eps), self.reparam._std
+            self._heads_backward(*kernels.latent_backward(dz, eps, std, dmu_kl, dlogvar_kl, self.beta))
+            return
         dmu_recon, dlogvar_recon = self.reparam.backward(dz)
         # Where the two terms meet: the KL term's gradient is added at mu and logvar, weighted by beta.
         dmu = dmu_recon + self.beta * dmu_kl
         dlogvar = dlogvar_recon + self.beta * dlogvar_kl
         self._heads_backward(dmu, dlogvar)
 
+    def log_prior(self, z):
+        """log p(z) = -1/2 |z|^2 - K/2 log 2 pi under the prior N(0, I): z (..., K) -> (...). The IWAE's log weights
+        (``iwae.log_weights``) call it, so a model with another prior (a GMVAE's mixture) is bounded with its own."""
+        return -0.5 * (B.get_xp().sum(z * z, axis=-1) + z.shape[-1] * LOG_2PI)
+
     def _heads_backward(self, dmu, dlogvar):
         """Both heads read the same hidden features h, so their input gradients add up into the encoder."""
         dh_mu, dh_logvar = self.mu_head.backward(dmu), self.logvar_head.backward(dlogvar)
         if len(self.encoder):  # empty when the heads read the pixels themselves (hidden=())
             self.encoder.backward(dh_mu + dh_logvar)
-
-    # ------------------------------------------------------------------------------- the importance-weighted bound
-    def log_weights(self, x, mu, logvar, eps, beta=1.0):
-        """log w_ij = log p(x_i|z_ij) + beta * [log p(z_ij) - log q(z_ij|x_i)],  z_ij = mu_i + sigma_i * eps_ij.
-
-        x (m, D) images, mu and logvar (m, K) from ``encode(x)``, eps (m, k, K) -> log w (m, k). With
-        log N(z; m, s^2) = -1/2 sum_j [(z_j - m_j)^2 / s_j^2 + log s_j^2 + log 2 pi], the log 2 pi terms cancel:
-            log p(z) - log q(z|x) = -1/2 |z|^2 + 1/2 |eps|^2 + 1/2 sum_j logvar_j.
-        beta = 1 gives the true importance weights (``train.iwae_bound`` uses them); training with k > 1 uses the
-        model's beta. All m * k codes go through the decoder in one batch of large matrix products.
-        """
-        return self._log_weights(self._input(x), mu, logvar, eps, beta)[0]
-
-    def _log_weights(self, x, mu, logvar, eps, beta):
-        """(log w (m, k), log p(x|z) (m, k), z (m, k, K), decoder outputs (m * k, D)) for a checked batch x."""
-        xp = B.get_xp()
-        m, k, latent = eps.shape
-        z = xp.expand_dims(mu, axis=1) + xp.expand_dims(xp.exp(0.5 * logvar), axis=1) * eps  # (m, k, K)
-        out = self._decode_raw(xp.reshape(z, (m * k, latent)))
-        log_px = self._log_px_k(xp.reshape(out, (m, k, self.input_dim)), x)
-        # log p(z) - log q(z|x), with log q = -1/2 sum_j [eps_j^2 + logvar_j + log 2 pi]; p(z) is the model's own
-        # prior (``log_prior``: N(0, I) here, a mixture in a GMVAE)
-        log_q = -0.5 * (xp.sum(eps * eps, axis=2) + xp.sum(logvar, axis=1, keepdims=True) + latent * LOG_2PI)
-        return log_px + beta * (self.log_prior(z) - log_q), log_px, z, out
-
-    def log_prior(self, z):
-        """log p(z) = -1/2 |z|^2 - K/2 log 2 pi under the prior N(0, I): z (..., K) -> (...)."""
-        return -0.5 * (B.get_xp().sum(z * z, axis=-1) + z.shape[-1] * LOG_2PI)
-
-    def _log_px_k(self, out, x):
-        """log p(x | z) for k codes per example: ``out`` (m, k, D) decoder outputs, ``x`` (m, D) images -> (m, k)."""
-        xp = B.get_xp()
-        x3 = xp.expand_dims(x, axis=1)
-        if self.likelihood == "bernoulli":
-            return -losses.bce_with_logits_per_example_fast(out, x3)  # the images broadcast: never copied k times
-        m, k, dim = out.shape
-        x_rep = xp.reshape(xp.broadcast_to(x3, (m, k, dim)), (m * k, dim))
-        return xp.reshape(self.log_likelihood(xp.reshape(out, (m * k, dim)), x_rep), (m, k))
-
-    def _dlog_px(self, out, x):
-        """d log p(x|z) / d out for k codes per example: out (m * k, D), x (m, D) -> (m * k, D).
-        Bernoulli: x - sigmoid(out); Gaussian N(x; out, I/2): 2 (x - out)."""
-        xp = B.get_xp()
-        m, dim = x.shape
-        out3 = xp.reshape(out, (m, -1, dim))
-        x3 = xp.expand_dims(x, axis=1)
-        d = x3 - sigmoid(out3) if self.likelihood == "bernoulli" else 2.0 * (x3 - out3)
-        return xp.reshape(d, (-1, dim))
-
-    def _iwae_eps(self, n, eps, rng):
-        """eps (n, k, K): the one given (checked), or k fresh draws per example from ``rng``."""
-        if eps is None:
-            return B.as_generator(rng).standard_normal((n, self.k, self.latent_dim), self.dtype)
-        eps = B.asarray(eps, dtype=self._dtype)
-        if eps.ndim != 3 or eps.shape[0] != n or eps.shape[2] != self.latent_dim:
-            raise ValueError(f"{type(self).__name__}: eps for the importance-weighted loss must have shape "
-                             f"(N, k, K) = ({n}, k, {self.latent_dim}); got {tuple(eps.shape)}")
-        return eps
-
-    def importance_weighted_loss(self, x, eps=None, rng=None):
-        """The IWAE objective, -1/N sum_i log (1/k sum_j w_ij) (``log_weights``, with the model's beta), as LossParts.
-
-        k = self.k codes per example, or eps.shape[1] when ``eps`` (N, k, K) is given (any k, 1 included: then it
-        is the one-sample ELBO with a sampled KL term, whose mean over eps is the VAE's loss). ``loss`` calls this
-        when k > 1; ``backward`` then gives its gradient. In the LossParts, recon is the mean over all N * k codes
-        of -log p(x|z), and kl = total - recon: what the prior and posterior add to the bound. For a Gaussian
-        decoder the constant D/2 log(pi) is left out of both, as in the VAE's loss.
-        """
-        return self._importance_weighted(self._input(x), eps, rng)
-
-    def _importance_weighted(self, x, eps, rng):
-        mu, logvar = self._encode(x)
-        eps = self._iwae_eps(x.shape[0], eps, rng)
-        log_w, log_px, z, out = self._log_weights(x, mu, logvar, eps, self.beta)
-        total, dlog_w = losses.iwae_loss(log_w)
-        const = recon_constant(self)
-        recon = -float(B.get_xp().mean(log_px)) - const
-        self._grads = _Weighted((x, eps, z, out, logvar, dlog_w))
-        return LossParts(total - const, recon, total - const - recon)
-
-    def _weighted_per_example(self, x, mu, logvar, eps):
-        log_w, log_px, _, _ = self._log_weights(x, mu, logvar, eps, self.beta)
-        const = recon_constant(self)
-        total = losses.iwae_loss_per_example(log_w) - const
-        recon = -B.get_xp().mean(log_px, axis=1) - const
-        return {"loss": total, "recon": recon, "kl": total - recon}
-
-    def _backward_weighted(self, saved):
-        """The gradient of the importance-weighted objective into every parameter's .grad.
-
-        With L = -1/N sum_i log (1/k sum_j w_ij) and the normalized weights w~_ij = w_ij / sum_l w_il (a softmax over
-        j of log w_ij), dL/dlog w_ij = -w~_ij / N (``losses.iwae_loss``), so
-            dL/dtheta = sum_ij (-w~_ij / N) * d log w_ij / dtheta:
-        every code's own gradient of log w, weighted by its normalized weight. For one code z = mu + sigma * eps,
-        sigma = exp(logvar / 2), log w = log p(x|z) + beta * (-1/2 |z|^2 + 1/2 |eps|^2 + 1/2 sum_j logvar_j):
-            d log w / d out    = x - sigmoid(out) (bernoulli) or 2 (x - out) (gaussian)        (the reconstruction)
-            d log w / d z      = decoder'(d log w / d out) - beta * z                          (+ the log prior)
-            d log w / d mu     = d log w / d z                                                 (z = mu + sigma eps)
-            d log w / d logvar = d log w / d z * eps * sigma / 2 + beta / 2                    (- log q)
-        summed over the k codes of each example at mu and logvar, then back through the heads and the encoder.
-        Shapes: dlog_w (N, k); out, dout (N*k, D); z, eps, dz (N, k, K); dmu, dlogvar (N, K).
-        At k = 1, w~ = 1: the one-sample ELBO's gradient with a sampled KL term (the VAE's uses the KL's exact
-        gradient: equal in expectation over eps).
-        """
-        xp = B.get_xp()
-        x, eps, z, out, logvar, g = saved
-        n, k, latent = eps.shape
-        g3 = xp.expand_dims(g, axis=2)  # (N, k, 1): each code's weight in the gradient
-        dout = self._dlog_px(out, x) * xp.reshape(g, (n * k, 1))
-        dz = xp.reshape(self._latent_grad(self.decoder.backward(dout)), (n, k, latent)) - self.beta * z * g3
-        dmu, dlogvar = reparameterize_backward(dz, eps, xp.expand_dims(xp.exp(0.5 * logvar), axis=1))
-        dlogvar = xp.sum(dlogvar, axis=1) + 0.5 * self.beta * xp.sum(g3, axis=1)
-        self._heads_backward(xp.sum(dmu, axis=1), dlogvar)
 
     # ------------------------------------------------------------------------------------------ using the model
     def sample(self, n, rng=None):
@@ -537,6 +445,7 @@ class ConditionalVAE(VAE):
                  beta=4.0, activation="relu", dtype=None, rng=None, k=1):
         self.num_classes = _positive_int(num_classes, "num_classes", 2)
         self._onehot = None
+        self._labels_checked = False  # True while train.fit runs: it checked every label's range once, up front
         super().__init__(input_dim, hidden, latent_dim, likelihood, beta, activation, dtype, rng, k)
 
     @property
@@ -547,7 +456,7 @@ class ConditionalVAE(VAE):
         """Keep onehot(y) (n, C) for the networks' inputs: every public method sets it before running them."""
         if y is None:
             raise ValueError(f"{who}: a conditional VAE needs the labels y, one class index per example")
-        y = losses.check_labels(y, n, self.num_classes, who)
+        y = losses.check_labels(y, n, self.num_classes, who, values=not self._labels_checked)
         self._onehot = losses._one_hot(y, self.num_classes, self._dtype)
 
     def _encoder_input(self, x):
@@ -573,11 +482,6 @@ class ConditionalVAE(VAE):
         x = self._input(x)
         self._condition(y, x.shape[0], "ConditionalVAE.loss_per_example")
         return super().loss_per_example(x, eps=eps, rng=rng)
-
-    def importance_weighted_loss(self, x, y=None, eps=None, rng=None):
-        x = self._input(x)
-        self._condition(y, x.shape[0], "ConditionalVAE.importance_weighted_loss")
-        return self._importance_weighted(x, eps, rng)
 
     def encode(self, x, y):
         """(mu, logvar) of q(z|x, y)."""

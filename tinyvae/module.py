@@ -96,6 +96,18 @@ class Parameter:
                 return
         self.accumulate(a @ b)
 
+    def accumulate_sum(self, a):
+        """grad += sum of ``a`` over its first axis (a Dense layer's db = sum_n dout). Right after ``zero_grad()``
+        inside a flat buffer, NumPy and CuPy sum straight into the gradient's memory (``sum(..., out=)``: one pass,
+        one launch on a GPU); otherwise this is ``accumulate(sum(a, axis=0))``."""
+        xp = B.get_xp()
+        if self._flat is not None and self._grad_zero and B.backend_name() in ("numpy", "cupy"):
+            if tuple(a.shape[1:]) == self.shape and a.dtype == self._data.dtype:
+                xp.sum(a, axis=0, out=self._grad)
+                self._grad_zero = False
+                return
+        self.accumulate(xp.sum(a, axis=0))
+
     def zero_grad(self):
         if self._flat is None:
             self._grad = None

@@ -240,12 +240,36 @@ def clip_grad_norm(params, max_norm):
     """
     xp = B.get_xp()
     params = list(params)
+    if B.backend_name() == "cupy":
+        return clip_grad_norm_fast(params, max_norm)
     squares = xp.stack([xp.sum(p.grad * p.grad) for p in params])  # summed on the device: one read, not one each
     total = math.sqrt(float(xp.sum(squares)))
     scale = max_norm / (total + 1e-6)
     if scale < 1.0:
         for p in params:
             p.grad *= scale
+    return total
+
+
+def clip_grad_norm_fast(params, max_norm):
+    """``clip_grad_norm`` with no read from the device (CuPy's path): the norm and the factor
+    min(1, max_norm / (||g|| + 1e-6)) stay 0-d device arrays, and every gradient is multiplied by the factor (by
+    exactly 1 when no clipping is needed). Parameters that fill one flat buffer (an optimizer's) take one dot
+    product and one scaling of the buffer's gradient; others one sum per parameter. Returns the norm as a 0-d
+    array (``float`` reads it)."""
+    xp = B.get_xp()
+    params = list(params)
+    flat = params[0]._flat if params else None
+    whole = flat is not None and flat.intact() and len(flat.params) == len(params) and all(
+        p is q for p, q in zip(flat.params, params))
+    if whole:
+        flat.settle_grads()
+        total = xp.sqrt(xp.dot(flat.grad, flat.grad))
+    else:
+        total = xp.sqrt(xp.sum(xp.stack([xp.sum(p.grad * p.grad) for p in params])))
+    scale = xp.minimum(max_norm / (total + 1e-6), 1.0)
+    for g in ([flat.grad] if whole else [p.grad for p in params]):
+        g *= B.astype(scale, g.dtype)
     return total
 
 

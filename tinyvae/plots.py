@@ -1,12 +1,12 @@
 """Figures for autoencoders and VAEs: reconstructions, samples, latent spaces, interpolations, training curves.
 
-Every function builds a ``matplotlib.figure.Figure`` with the object API (no pyplot, no global state, no
-``show()``), so it works headless, in scripts and in notebooks (a returned Figure displays itself in Jupyter).
-Each returns the Figure and, given ``path``, also writes it there as a PNG. Images are rows of a batch (N, H*W)
-on any backend, shown as H x W grey digits. A grid of digits is one mosaic image (tiles 1 pixel apart): a grid of
-64 samples is one ``imshow``, not 64 axes. Mosaics are placed pixel-exactly (each pixel 1 x 1 or 2 x 2 figure
-pixels, so a digit keeps >= 28 x 28 pixels and no gap is lost); figures grow in rows (strips wrap after ``WRAP``
-images), and more than ``MAX_IMAGES`` images are refused.
+Every function builds a ``matplotlib.figure.Figure`` with the object API (no pyplot, no global state), so it works
+headless and in scripts; in a notebook a Figure shows as a cell's last expression or by ``display(fig)``, never by
+``plt.show()``. Each returns the Figure and, given ``path``, also writes it there as a PNG. Images are rows of a
+batch (N, H*W) on any backend, shown as H x W grey digits; a grid of them is one mosaic image (tiles 1 pixel
+apart), placed pixel-exactly (each pixel 1 x 1 or 2 x 2 figure pixels: a digit keeps >= 28 x 28 pixels). Strips
+wrap into blocks of at most ``WRAP`` images, as even as can be (12 images: 6 + 6, not 10 + 2); more than
+``MAX_IMAGES`` images are refused.
 
     >>> import tinyvae as tv
     >>> from tinyvae import plots
@@ -30,7 +30,7 @@ from .files import atomic_write
 from .pca import PCA
 
 DPI = 100
-WRAP = 10             # images per strip before it wraps into another block of rows
+WRAP = 10             # the most images per strip before it wraps into another block of rows
 MAX_IMAGES = 2500     # the most images one figure draws: more would be a mosaic too large to view as digits
 _TARGET_PX = 640      # figures whose mosaic is at most half this size are drawn at 2 figure pixels per pixel
 _PAD = 8              # margins, in figure pixels
@@ -130,14 +130,14 @@ def _pixel_figure(blocks, title=None, *, left=None, band=None):
 
 
 def _rows(rows, title, path, *, ncols, ends=None):
-    """A figure of labelled strips, one per (label, images) pair, wrapped after ``ncols`` images.
+    """A figure of labelled strips, one per (label, images) pair, wrapped into blocks of at most ``ncols`` images.
 
-    Block k shows images k*ncols ... (k+1)*ncols - 1 of every strip, one strip under the other, so a long strip
-    grows in rows rather than into a thin line of tiny digits. ``ends`` = (first, last) labels the first and the
-    last image (under the bottom strip), e.g. ("A", "B") for the two ends of a walk.
+    Block k shows images k*c ... (k+1)*c - 1 of every strip, one strip under the other, so a long strip grows in
+    rows rather than into a thin line of tiny digits; c = ``_balanced_columns(n, ncols)``. ``ends`` = (first, last)
+    labels the first and the last image (under the bottom strip), e.g. ("A", "B") for the two ends of a walk.
     """
     n = max(len(images) for _, images in rows)
-    ncols = min(n, ncols)
+    ncols = _balanced_columns(n, ncols)
     blocks = [[(label, _tile(images[start:start + ncols], ncols)) for label, images in rows]
               for start in range(0, n, ncols)]
     fig, axes = _pixel_figure(blocks, title, band=_PAD + _LABEL_PX if ends else None)
@@ -151,6 +151,12 @@ def _rows(rows, title, path, *, ncols, ends=None):
             ax.set_xticks([x for x, _ in ticks], [text for _, text in ticks])
             ax.tick_params(axis="x", length=0, pad=2)
     return _save(fig, path)
+
+
+def _balanced_columns(n, most):
+    """Columns for n images in rows of at most ``most``, the rows as even as can be: the fewest rows that hold
+    them, r = ceil(n / most), then ceil(n / r) columns (12 in rows of at most 10: 2 x 6, not 10 + 2)."""
+    return math.ceil(n / math.ceil(n / most))
 
 
 def _save(fig, path):
@@ -235,8 +241,9 @@ def image_grid(images, ncols=None, title=None, path=None, *, image_shape=(28, 28
 def image_rows(rows, title=None, path=None, *, ncols=WRAP, ends=None, image_shape=(28, 28)):
     """Labelled rows of images, e.g. [("original", x), ("PCA", x_pca), ("autoencoder", x_ae)], one under another.
 
-    Each row is a batch (N, H*W); rows longer than ``ncols`` wrap into further blocks of rows (block k holds
-    images k*ncols ... of every row), so the figure grows downwards and every digit keeps its size.
+    Each row is a batch (N, H*W); rows longer than ``ncols`` wrap into further blocks of rows of equal length
+    (``_balanced_columns``: 12 images are two blocks of 6; block k holds images k*6 ... of every row), so the
+    figure grows downwards and every digit keeps its size.
     ``ends`` = (first, last) labels the first and last image of the bottom row, e.g. ("A", "B").
     """
     rows = [(str(label) if label is not None else None, _images(images, image_shape, f"row {label!r}"))
@@ -318,7 +325,7 @@ def latent_manifold(model, n=15, path=None, *, image_shape=(28, 28)):
 def interpolation(model, x_a, x_b, steps=10, method="linear", path=None, *, ncols=WRAP, ends=("A", "B"),
                   image_shape=(28, 28)):
     """Images decoded along the latent path from x_a (labelled A) to x_b (B) (``model.interpolate``), wrapped
-    after ``ncols`` images."""
+    into blocks of at most ``ncols`` images."""
     a, b = _one_image(x_a, image_shape, "x_a"), _one_image(x_b, image_shape, "x_b")
     steps = _count(steps, "interpolation: steps")
     with _eval_mode(model):

@@ -26,7 +26,8 @@ from .files import atomic_write
 from .gmvae import GMVAE
 from .models import VAE
 from .ssvae import SSVAE, fit_iterations
-from .train import evaluate, iwae_bound
+from .iwae import iwae_bound
+from .train import evaluate
 
 # (key, what, target, half-width, unit): the homework's grading bands
 BANDS = (

