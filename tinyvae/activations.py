@@ -214,7 +214,7 @@ def get_activation(name):
 
 # ------------------------------------------------------------------------------------------------------- ELU
 def elu(x):
-    """x where x > 0, else exp(x) - 1 (Clevert et al. 2016, alpha = 1; CS236's MLPs use it).
+    """x for positive x, else exp(x) - 1 (Clevert et al. 2016, alpha = 1; CS236's MLPs use it).
 
     exp is taken of min(x, 0), through expm1 (exact for small |x|), so no positive input can overflow.
     """
@@ -223,15 +223,15 @@ def elu(x):
 
 
 def elu_backward(dout, y):
-    """dx = dout where y = elu(x) > 0, else dout * (y + 1), since d/dx (exp(x) - 1) = exp(x) = y + 1.
-    dout, y, dx: the same shape."""
-    return B.get_xp().where(y > 0, dout, dout * (y + 1.0))
+    """dx = dout * (min(y, 0) + 1) for y = elu(x): the slope is 1 for positive x, and exp(x) = y + 1 on the left
+    (y = exp(x) - 1 there, and min(y, 0) = 0 exactly where x is positive).   dout, y, dx: the same shape."""
+    return dout * (B.get_xp().minimum(y, 0.0) + 1.0)
 
 
 class ELU(Activation):
-    """y = x if x > 0 else exp(x) - 1.  Backward: dx = dout if y > 0 else dout * (y + 1) (``elu_backward``).
+    """y = x for positive x, else exp(x) - 1.  Backward: dx = dout * (min(y, 0) + 1) (``elu_backward``).
 
-    Forward keeps its output y: y > 0 exactly where x > 0, and y + 1 = exp(x) is the slope on the left.
+    Forward keeps its output y: its sign is x's, and y + 1 = exp(x) is the slope on the left.
     """
 
     def forward(self, x):

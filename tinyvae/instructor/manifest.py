@@ -212,6 +212,8 @@ FORMULAS = {
                   "m/(sqrt(v)"),
     "col2im": ("xpad[:,:,i*s:i*s+kh", "+=patches", "addpatches"),
     "Conv2d.backward": ("dout_rows^tcols", "dout_rows@w_rows", "dout_rows.t@"),
+    "log_mixture_density_backward": ("u*u-1/variances", "(u_nk^2-1/v_k)/2"),
+    "SSVAE.backward": ("pi*(g-xp.sum(pi*g", "w(a_nc+logpi_nc+1)"),
 }
 RESTATES = {
     "Dense.backward": (("gan.py", "input_gradient"),),
