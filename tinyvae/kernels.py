@@ -42,6 +42,13 @@ _SOURCES = {
                            dlogvar = dz * eps * std * (T)0.5 + beta * dlogvar_kl;"""),
     "weighted_total": ("T a, T b, float64 weight", "float64 total", "total = weight * b + a;"),
     "relu_forward": ("T x", "T y", "y = x <= (T)0 ? (T)0 : x;"),  # NaN stays NaN, as in maximum(x, 0)
+    "bias_relu": ("T xw, T b", "T y", """T s = xw + b;
+                                          y = s <= (T)0 ? (T)0 : s;"""),
+    "heads_reparam": ("T mu_xw, T mu_b, T logvar_xw, T logvar_b, T eps", "T mu, T logvar, T z, T std",
+                      """mu = mu_xw + mu_b;
+                         logvar = logvar_xw + logvar_b;
+                         std = exp(logvar * (T)0.5);
+                         z = mu + std * eps;"""),
     "relu_backward": ("T dout, T y", "T dx", "dx = y > (T)0 ? dout : (T)0;"),
     "leaky_relu_forward": ("T x, T a", "T y", "y = x > (T)0 ? x : a * x;"),
     "leaky_relu_backward": ("T dout, T x, T a", "T dx", "dx = x > (T)0 ? dout : a * dout;"),
@@ -149,6 +156,20 @@ def weighted_total(a, weight, b):
 def relu_forward(x):
     """y = max(x, 0) (``activations.relu``), one launch (no row of zeros to make first)."""
     return _kernel("relu_forward")(x)
+
+
+def bias_relu(xw, b):
+    """y = max(xw + b, 0): a Dense layer's bias addition and the ReLU after it (``Dense.forward`` then
+    ``activations.relu``), one launch instead of two. xw (N, out) = x @ W, b (out,)."""
+    return _kernel("bias_relu")(xw, b)
+
+
+def heads_reparam(mu_xw, mu_b, logvar_xw, logvar_b, eps):
+    """(mu, logvar, z, std) from the two heads' products h @ W, one launch instead of three:
+
+        mu = mu_xw + mu_b;  logvar = logvar_xw + logvar_b;  std = exp(logvar / 2);  z = mu + std * eps
+    (both heads' ``Dense.forward`` bias additions, then ``reparam.reparameterize``)."""
+    return _kernel("heads_reparam")(mu_xw, mu_b, logvar_xw, logvar_b, eps)
 
 
 def bce_rows(logits, target):

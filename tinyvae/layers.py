@@ -2,6 +2,7 @@
 import math
 
 from . import backend as B
+from .activations import ReLU
 from .module import Module, Parameter
 
 INITS = ("pytorch", "xavier", "he")
@@ -70,10 +71,26 @@ class Dense(Module):
         self._x = None
 
     def forward(self, x):
+        """y = x @ W + b.   x: (N, in); y: (N, out)."""
+        y = self.forward_product(x)
+        y += self.b.data  # in place: one pass fewer than x @ W + b
+        return y
+
+    def forward_product(self, x):
+        """x @ W, keeping x for backward: the forward pass less the bias, which a fused kernel downstream adds."""
         x = check_batch(x, self.in_features, self, self.W.data.dtype)  # self is named only in an error
         self._x = x
-        y = x @ self.W.data
-        y += self.b.data  # in place: one pass fewer than x @ W + b
+        return x @ self.W.data
+
+    def forward_pair_fast(self, x, following):
+        """``following.forward(self.forward(x))`` with the bias addition and a following ReLU in one CuPy kernel
+        (``kernels.bias_relu``); None where there is nothing to fuse (``Sequential.forward_fast`` then runs this
+        layer alone)."""
+        if not (B.fast_gpu() and type(following) is ReLU):
+            return None
+        from . import kernels
+        y = kernels.bias_relu(self.forward_product(x), self.b.data)
+        following._saved_value = y  # what ReLU.forward keeps for its backward
         return y
 
     def backward(self, dout):

@@ -56,20 +56,35 @@ class Reparameterize(Module):
         self._eps = self._std = None
 
     def forward(self, mu, logvar, eps=None, rng=None):
+        """z = mu + exp(logvar / 2) * eps.   mu, logvar, eps, z: (N, K)."""
+        eps = self._noise(mu, logvar, eps, rng)
+        z, std = reparameterize_fast(mu, logvar, eps)
+        self._eps, self._std = eps, std
+        return z
+
+    def _noise(self, mu, logvar, eps, rng):
+        """eps checked against mu (N, K), or drawn from ``rng`` if None."""
         if tuple(mu.shape) != tuple(logvar.shape) or mu.ndim != 2:
             raise ValueError(
                 f"Reparameterize: mu and logvar must both have shape (N, K); "
                 f"got {tuple(mu.shape)} and {tuple(logvar.shape)}"
             )
         if eps is None:
-            eps = B.as_generator(rng).standard_normal(tuple(mu.shape), mu.dtype)
-        else:
-            eps = B.asarray(eps, dtype=mu.dtype)
-            if tuple(eps.shape) != tuple(mu.shape):
-                raise ValueError(f"Reparameterize: eps must have shape {tuple(mu.shape)}; got {tuple(eps.shape)}")
-        z, std = reparameterize_fast(mu, logvar, eps)
+            return B.as_generator(rng).standard_normal(tuple(mu.shape), mu.dtype)
+        eps = B.asarray(eps, dtype=mu.dtype)
+        if tuple(eps.shape) != tuple(mu.shape):
+            raise ValueError(f"Reparameterize: eps must have shape {tuple(mu.shape)}; got {tuple(eps.shape)}")
+        return eps
+
+    def forward_heads_fast(self, mu_xw, mu_b, logvar_xw, logvar_b, eps=None, rng=None):
+        """(mu, logvar, z) from two Dense heads' products h @ W and biases b: ``forward(mu_xw + mu_b,
+        logvar_xw + logvar_b)`` with the two bias additions folded into its CuPy kernel (``kernels.heads_reparam``,
+        one launch instead of three). CuPy only (``VAE._encode_sample_fast``)."""
+        from . import kernels
+        eps = self._noise(mu_xw, logvar_xw, eps, rng)
+        mu, logvar, z, std = kernels.heads_reparam(mu_xw, mu_b, logvar_xw, logvar_b, eps)
         self._eps, self._std = eps, std
-        return z
+        return mu, logvar, z
 
     def backward(self, dz):
         eps = self._saved(self._eps)
