@@ -26,21 +26,6 @@ def _pair(a, b, who, names):
     return a, b
 
 
-def _on_gpu():
-    return B.backend_name() == "cupy"
-
-
-def weighted_sum(a, weight, b):
-    """a + weight * b for two loss values (recon + beta * kl), in float64 whatever they are: Python floats on the
-    CPU, 0-d float32 device arrays from the ``_fast`` twins on CuPy (widened on the device, so the total is as exact
-    as the CPU's and nothing is read from the GPU)."""
-    if _on_gpu() and B.is_array(a) and B.is_array(b) and a.dtype == b.dtype:
-        from . import kernels
-        return kernels.weighted_total(a, weight, b)  # one launch instead of four
-    wide = lambda v: B.astype(v, "float64") if B.is_array(v) else v  # noqa: E731
-    return wide(a) + weight * wide(b)
-
-
 def mse_per_example(pred, target):
     """sum_d (pred - target)^2 for each row."""
     pred, target = _pair(pred, target, "mse", ("pred", "target"))
@@ -57,16 +42,6 @@ def mse(pred, target):
     return value, diff * (2.0 / n)
 
 
-def mse_fast(pred, target):
-    """``mse`` with the value left on the device on CuPy (a 0-d array, read by ``float``), so that a training step
-    with a Gaussian decoder never waits for the GPU; the same float as ``mse`` elsewhere."""
-    pred, target = _pair(pred, target, "mse", ("pred", "target"))
-    n = pred.shape[0]
-    diff = pred - target
-    value = B.get_xp().sum(diff * diff) / n
-    return (value if _on_gpu() else float(value)), diff * (2.0 / n)
-
-
 def _bce_terms(logits, target):
     """max(l, 0) - l * x + log1p(exp(-|l|)) element-wise: no exp that could overflow, exact at l = +-1e4."""
     xp = B.get_xp()
@@ -77,84 +52,6 @@ def bce_with_logits_per_example(logits, target):
     """sum_d BCE(sigmoid(l), x) for each row, in the stable form."""
     logits, target = _pair(logits, target, "bce_with_logits", ("logits", "target"))
     return B.get_xp().sum(_bce_terms(logits, target), axis=1)
-
-
-def _sum_log(one_plus_e):
-    """sum_d log(1 + e_d) over the last axis, for 1 + e_d in [1, 2], with one log per 16 values instead of one each.
-
-    A product of 16 values in [1, 2] stays below 2^16: the halves of each row are multiplied together (up to four
-    times, while the width is even), then the logs of the products are summed. NumPy's log1p is a scalar loop, five
-    times slower than its log, and this term is most of a BCE's value. The price is the rounding of each 1 + e: at
-    most D * 2^-24 nats per row in float32 (5e-5 for D = 784; about 1e-6 in practice), D * 2^-53 in float64. Only
-    loss VALUES use it; no gradient does.
-    """
-    xp = B.get_xp()
-    e = one_plus_e
-    for _ in range(4):
-        width = e.shape[-1]
-        if width % 2:
-            break
-        e = e[..., :width // 2] * e[..., width // 2:]
-    return xp.sum(xp.log(e), axis=-1)
-
-
-def _bce_rows_fast(logits, target):
-    """(sum_d [max(l, 0) - l x + log1p(exp(-|l|))] for each row, 1 + exp(-|l|)), in few passes and ONE exp.
-
-    max(l, 0) = (l + |l|) / 2 reuses the |l| that the exp needs; the log1p term is summed by ``_sum_log``.
-    ``bce_with_logits_fast`` makes its gradient from the returned 1 + exp(-|l|). ``target`` may broadcast against
-    ``logits`` (the IWAE bound passes logits (m, k, D) and images (m, 1, D)).
-    """
-    xp = B.get_xp()
-    magnitude = xp.abs(logits)
-    terms = logits + magnitude
-    terms *= 0.5
-    terms -= logits * target
-    magnitude *= -1.0
-    one_plus_e = xp.exp(magnitude)
-    one_plus_e += 1.0
-    return xp.sum(terms, axis=-1) + _sum_log(one_plus_e), one_plus_e
-
-
-BLOCK_ROWS = 256  # 784-pixel rows: 800 KB per array; 13% faster than whole 16 MB chunks for IWAE k=1000
-
-
-def bce_with_logits_per_example_fast(logits, target):
-    """``bce_with_logits_per_example`` with fewer and cheaper passes (``_bce_rows_fast``), for the IWAE bound's
-    millions of rows. Also takes logits (m, k, D) with images (m, 1, D) that broadcast against them (so the images
-    are never copied k times). On the CPU the rows go in blocks of ``BLOCK_ROWS``, so that a block's dozen passes
-    find it in cache (each row comes out the same as from one pass over everything); on CuPy all rows go at once.
-    """
-    if not B.is_array(logits):
-        logits = B.asarray(logits)
-    target = B.asarray(target, dtype=logits.dtype)
-    size = None if _on_gpu() else BLOCK_ROWS  # a GPU wants few large passes: one launch for all rows
-    pairs = _row_block_pairs(logits, target, size)  # also checks the shapes
-    if _on_gpu():
-        from . import kernels
-        return kernels.bce_rows(*pairs[0])  # one reduction kernel: one pass over the block
-    rows = [_bce_rows_fast(block, block_target)[0] for block, block_target in pairs]
-    return B.get_xp().reshape(B.concat(rows, axis=0), tuple(logits.shape[:-1]))
-
-
-def _row_block_pairs(logits, target, size):
-    """(logits rows, their targets) in blocks of at most ``size`` rows, in order (everything at once for None):
-    logits (N, D) with target (N, D) or (1, D); logits (m, k, D) with target (m, k, D) or (m, 1, D)."""
-    def spans(n):  # stops kept within the axis: the array API leaves slices past the end unspecified
-        return [(a, min(n, a + (size or n))) for a in range(0, n, size or n)]
-
-    lead, target_lead = tuple(logits.shape[:-1]), tuple(target.shape[:-1])
-    same_width = logits.shape[-1] == target.shape[-1]
-    if same_width and len(lead) == 1 and target_lead in ((1,), lead):
-        return [(logits[a:b, :], target if target_lead == (1,) else target[a:b, :]) for a, b in spans(lead[0])]
-    if same_width and len(lead) == 2 and target_lead in ((lead[0], 1), lead):
-        if size is None:
-            return [(logits, target)]
-        return [(logits[i, a:b, :], target[i, :, :] if target_lead[1] == 1 else target[i, a:b, :])
-                for i in range(lead[0]) for a, b in spans(lead[1])]
-    raise ValueError(f"bce_with_logits_per_example_fast: expected logits (N, D) with targets (N, D) or (1, D), or "
-                     f"logits (m, k, D) with targets (m, k, D) or (m, 1, D); got {tuple(logits.shape)} and "
-                     f"{tuple(target.shape)}")
 
 
 def bce_with_logits(logits, target):
@@ -170,31 +67,6 @@ def bce_with_logits(logits, target):
     value = float(xp.sum(_bce_terms(logits, target))) / n
     sigmoid = (1.0 + xp.tanh(logits / 2)) / 2  # = 1 / (1 + exp(-l)), with no exp that could overflow
     return value, (sigmoid - target) / n
-
-
-def bce_with_logits_fast(logits, target):
-    """``bce_with_logits`` in fewer passes and one exp, or one fused kernel on CuPy.
-
-    The value comes from ``_bce_rows_fast`` (within D * 2^-24 nats per example in float32). The gradient reuses its
-    1 + e, e = exp(-|l|): sigmoid(l) = 1 / (1 + e) for l >= 0 and e / (1 + e) = 1 - 1 / (1 + e) for l < 0, which
-    is 1/2 + sign(l) (1 / (1 + e) - 1/2) for every l, with no branch and no tanh (a scalar loop in NumPy). Exactly
-    0 or 1 in the tails; its absolute error is about one rounding of 1, no more than the subtraction s - x makes.
-    """
-    logits, target = _pair(logits, target, "bce_with_logits", ("logits", "target"))
-    if _on_gpu():
-        from . import kernels
-        return kernels.bce_with_logits(logits, target)
-    xp = B.get_xp()
-    n = logits.shape[0]
-    rows, one_plus_e = _bce_rows_fast(logits, target)
-    value = float(xp.sum(rows)) / n
-    grad = 1.0 / one_plus_e
-    grad -= 0.5
-    grad *= xp.sign(logits)
-    grad += 0.5
-    grad -= target
-    grad *= 1.0 / n
-    return value, grad
 
 
 def gaussian_kl_per_example(mu, logvar):
@@ -217,17 +89,15 @@ def gaussian_kl(mu, logvar):
     return value, mu / n, (xp.exp(logvar) - 1.0) / (2 * n)
 
 
-def gaussian_kl_fast(mu, logvar):
-    """``gaussian_kl`` computing exp(logvar) once, or as one fused kernel on CuPy (value then a 0-d array)."""
-    mu, logvar = _pair(mu, logvar, "gaussian_kl", ("mu", "logvar"))
-    if _on_gpu():
+def weighted_sum(a, weight, b):
+    """a + weight * b for two loss values (recon + beta * kl), in float64 whatever they are: Python floats on the
+    CPU, 0-d float32 device arrays from the ``_fast`` twins on CuPy (widened on the device, so the total is as exact
+    as the CPU's and nothing is read from the GPU)."""
+    if _on_gpu() and B.is_array(a) and B.is_array(b) and a.dtype == b.dtype:
         from . import kernels
-        return kernels.gaussian_kl(mu, logvar)
-    xp = B.get_xp()
-    n = mu.shape[0]
-    var = xp.exp(logvar)
-    value = 0.5 * float(xp.sum(mu * mu + var - 1.0 - logvar)) / n
-    return value, mu * (1.0 / n), (var - 1.0) * (0.5 / n)
+        return kernels.weighted_total(a, weight, b)  # one launch instead of four
+    wide = lambda v: B.astype(v, "float64") if B.is_array(v) else v  # noqa: E731
+    return wide(a) + weight * wide(b)
 
 
 def check_labels(labels, n, num_classes, who, values=True):
@@ -329,6 +199,142 @@ def iwae_loss(log_w):
     lse = _logsumexp(log_w)
     value = math.log(k) - float(xp.sum(lse)) / n
     return value, -xp.exp(log_w - lse) / n
+
+
+# ==== The fast twins ==========================================================================================
+# Each computes the plain formula above with the same arguments and the same numbers, in fewer passes (in place)
+# or as one CuPy kernel (tinyvae.kernels). Tests keep each pair equal; in plain mode (tinyvae.use_plain) each twin
+# calls its plain formula.
+
+
+def _on_gpu():
+    return B.backend_name() == "cupy"
+
+
+def mse_fast(pred, target):
+    """``mse`` with the value left on the device on CuPy (a 0-d array, read by ``float``), so that a training step
+    with a Gaussian decoder never waits for the GPU; the same float as ``mse`` elsewhere."""
+    pred, target = _pair(pred, target, "mse", ("pred", "target"))
+    n = pred.shape[0]
+    diff = pred - target
+    value = B.get_xp().sum(diff * diff) / n
+    return (value if _on_gpu() else float(value)), diff * (2.0 / n)
+
+
+def _sum_log(one_plus_e):
+    """sum_d log(1 + e_d) over the last axis, for 1 + e_d in [1, 2], with one log per 16 values instead of one each.
+
+    A product of 16 values in [1, 2] stays below 2^16: the halves of each row are multiplied together (up to four
+    times, while the width is even), then the logs of the products are summed. NumPy's log1p is a scalar loop, five
+    times slower than its log, and this term is most of a BCE's value. The price is the rounding of each 1 + e: at
+    most D * 2^-24 nats per row in float32 (5e-5 for D = 784; about 1e-6 in practice), D * 2^-53 in float64. Only
+    loss VALUES use it; no gradient does.
+    """
+    xp = B.get_xp()
+    e = one_plus_e
+    for _ in range(4):
+        width = e.shape[-1]
+        if width % 2:
+            break
+        e = e[..., :width // 2] * e[..., width // 2:]
+    return xp.sum(xp.log(e), axis=-1)
+
+
+def _bce_rows_fast(logits, target):
+    """(sum_d [max(l, 0) - l x + log1p(exp(-|l|))] for each row, 1 + exp(-|l|)), in few passes and ONE exp.
+
+    max(l, 0) = (l + |l|) / 2 reuses the |l| that the exp needs; the log1p term is summed by ``_sum_log``.
+    ``bce_with_logits_fast`` makes its gradient from the returned 1 + exp(-|l|). ``target`` may broadcast against
+    ``logits`` (the IWAE bound passes logits (m, k, D) and images (m, 1, D)).
+    """
+    xp = B.get_xp()
+    magnitude = xp.abs(logits)
+    terms = logits + magnitude
+    terms *= 0.5
+    terms -= logits * target
+    magnitude *= -1.0
+    one_plus_e = xp.exp(magnitude)
+    one_plus_e += 1.0
+    return xp.sum(terms, axis=-1) + _sum_log(one_plus_e), one_plus_e
+
+
+BLOCK_ROWS = 256  # 784-pixel rows: 800 KB per array; 13% faster than whole 16 MB chunks for IWAE k=1000
+
+
+def bce_with_logits_per_example_fast(logits, target):
+    """``bce_with_logits_per_example`` with fewer and cheaper passes (``_bce_rows_fast``), for the IWAE bound's
+    millions of rows. Also takes logits (m, k, D) with images (m, 1, D) that broadcast against them (so the images
+    are never copied k times). On the CPU the rows go in blocks of ``BLOCK_ROWS``, so that a block's dozen passes
+    find it in cache (each row comes out the same as from one pass over everything); on CuPy all rows go at once.
+    """
+    if not B.is_array(logits):
+        logits = B.asarray(logits)
+    target = B.asarray(target, dtype=logits.dtype)
+    size = None if _on_gpu() else BLOCK_ROWS  # a GPU wants few large passes: one launch for all rows
+    pairs = _row_block_pairs(logits, target, size)  # also checks the shapes
+    if _on_gpu():
+        from . import kernels
+        return kernels.bce_rows(*pairs[0])  # one reduction kernel: one pass over the block
+    rows = [_bce_rows_fast(block, block_target)[0] for block, block_target in pairs]
+    return B.get_xp().reshape(B.concat(rows, axis=0), tuple(logits.shape[:-1]))
+
+
+def _row_block_pairs(logits, target, size):
+    """(logits rows, their targets) in blocks of at most ``size`` rows, in order (everything at once for None):
+    logits (N, D) with target (N, D) or (1, D); logits (m, k, D) with target (m, k, D) or (m, 1, D)."""
+    def spans(n):  # stops kept within the axis: the array API leaves slices past the end unspecified
+        return [(a, min(n, a + (size or n))) for a in range(0, n, size or n)]
+
+    lead, target_lead = tuple(logits.shape[:-1]), tuple(target.shape[:-1])
+    same_width = logits.shape[-1] == target.shape[-1]
+    if same_width and len(lead) == 1 and target_lead in ((1,), lead):
+        return [(logits[a:b, :], target if target_lead == (1,) else target[a:b, :]) for a, b in spans(lead[0])]
+    if same_width and len(lead) == 2 and target_lead in ((lead[0], 1), lead):
+        if size is None:
+            return [(logits, target)]
+        return [(logits[i, a:b, :], target[i, :, :] if target_lead[1] == 1 else target[i, a:b, :])
+                for i in range(lead[0]) for a, b in spans(lead[1])]
+    raise ValueError(f"bce_with_logits_per_example_fast: expected logits (N, D) with targets (N, D) or (1, D), or "
+                     f"logits (m, k, D) with targets (m, k, D) or (m, 1, D); got {tuple(logits.shape)} and "
+                     f"{tuple(target.shape)}")
+
+
+def bce_with_logits_fast(logits, target):
+    """``bce_with_logits`` in fewer passes and one exp, or one fused kernel on CuPy.
+
+    The value comes from ``_bce_rows_fast`` (within D * 2^-24 nats per example in float32). The gradient reuses its
+    1 + e, e = exp(-|l|): sigmoid(l) = 1 / (1 + e) for l >= 0 and e / (1 + e) = 1 - 1 / (1 + e) for l < 0, which
+    is 1/2 + sign(l) (1 / (1 + e) - 1/2) for every l, with no branch and no tanh (a scalar loop in NumPy). Exactly
+    0 or 1 in the tails; its absolute error is about one rounding of 1, no more than the subtraction s - x makes.
+    """
+    logits, target = _pair(logits, target, "bce_with_logits", ("logits", "target"))
+    if _on_gpu():
+        from . import kernels
+        return kernels.bce_with_logits(logits, target)
+    xp = B.get_xp()
+    n = logits.shape[0]
+    rows, one_plus_e = _bce_rows_fast(logits, target)
+    value = float(xp.sum(rows)) / n
+    grad = 1.0 / one_plus_e
+    grad -= 0.5
+    grad *= xp.sign(logits)
+    grad += 0.5
+    grad -= target
+    grad *= 1.0 / n
+    return value, grad
+
+
+def gaussian_kl_fast(mu, logvar):
+    """``gaussian_kl`` computing exp(logvar) once, or as one fused kernel on CuPy (value then a 0-d array)."""
+    mu, logvar = _pair(mu, logvar, "gaussian_kl", ("mu", "logvar"))
+    if _on_gpu():
+        from . import kernels
+        return kernels.gaussian_kl(mu, logvar)
+    xp = B.get_xp()
+    n = mu.shape[0]
+    var = xp.exp(logvar)
+    value = 0.5 * float(xp.sum(mu * mu + var - 1.0 - logvar)) / n
+    return value, mu * (1.0 / n), (var - 1.0) * (0.5 / n)
 
 
 def iwae_loss_fast(log_w):

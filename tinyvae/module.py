@@ -1,204 +1,13 @@
-"""Parameter, Module and Sequential: what every layer and model is built from.
+"""Module, Sequential and Parameter: what every layer and model is built from.
 
 A Module keeps what its backward pass needs during ``forward(x)``; ``backward(dout)`` takes the gradient of the
 loss with respect to the module's output, ADDS the gradients of its parameters into their ``.grad`` (with
 ``Parameter.accumulate``; as PyTorch does, so call ``zero_grad()`` between steps) and returns the gradient with
 respect to its input.
+
+Where an optimizer keeps the parameters (one flat buffer per dtype) is ``tinyvae/flat.py``.
 """
-import math
-
 from . import backend as B
-
-
-class Parameter:
-    """A trainable array ``.data`` and the gradient ``.grad`` accumulated for it (same shape, dtype, device).
-
-    ``.grad`` reads as zeros until a backward pass adds to it, exactly as an array cleared by ``zero_grad()``
-    and then added to. Underneath, ``zero_grad()`` only marks the gradient as zero instead of writing zeros into
-    it, and the next ``accumulate(g)`` copies ``g`` in (or, outside a flat buffer, keeps ``g`` itself) rather than
-    adding it to zeros: a training step then makes no extra pass over every gradient.
-
-    Once an optimizer is built over it (or ``flatten_parameters`` is called), ``.data`` and ``.grad`` are views
-    into one contiguous array per dtype (a ``FlatBuffer``), so the optimizer can update every parameter in one pass.
-    They are still ordinary arrays of the parameter's shape. Assigning ``p.data = a`` or ``p.grad = g`` then COPIES
-    the values into the view (shape and dtype must match), so a parameter never silently leaves its buffer.
-    """
-
-    def __init__(self, data):
-        self._data = data
-        self._grad = None       # outside a buffer, None means zeros: see the class docstring
-        self._flat = None       # the FlatBuffer whose views .data and .grad are, if any
-        self._grad_zero = True  # inside a buffer: the grad view holds old numbers that stand for zeros
-
-    @property
-    def data(self):
-        return self._data
-
-    @data.setter
-    def data(self, value):
-        if self._flat is None:
-            self._data = value
-        elif value is not self._data:  # `p.data -= u` assigns the same array back: nothing to copy
-            if tuple(value.shape) != self.shape or value.dtype != self._data.dtype:
-                raise ValueError(
-                    f"Parameter.data: this parameter lives in a flat buffer (an optimizer was built over it), so "
-                    f"a new value is copied in and must have shape {self.shape} and dtype "
-                    f"{B.dtype_name(self._data.dtype)}; got shape {tuple(value.shape)} and dtype {value.dtype}")
-            self._data[...] = value
-
-    @property
-    def grad(self):
-        if self._flat is not None:
-            if self._grad_zero:
-                self._grad[...] = 0.0
-                self._grad_zero = False
-            return self._grad
-        if self._grad is None:
-            self._grad = B.get_xp().zeros_like(self._data)
-        return self._grad
-
-    @grad.setter
-    def grad(self, value):
-        if value is None:
-            self.zero_grad()
-            return
-        value = self._checked(value, "grad")
-        if self._flat is None:
-            self._grad = value
-        elif value is not self._grad:
-            self._grad[...] = value
-            self._grad_zero = False
-
-    def accumulate(self, g):
-        """grad += g, for a backward pass. Right after ``zero_grad()`` ``g`` is copied in (inside a flat buffer)
-        or becomes ``.grad`` itself (outside one, so ``g`` must then be a new array nothing else will change)
-        rather than being added to zeros.
-        """
-        if self._flat is not None:
-            if self._grad_zero:
-                self._grad[...] = self._checked(g, "accumulate")
-                self._grad_zero = False
-            else:
-                self._grad += g
-        elif self._grad is None:
-            self._grad = self._checked(g, "accumulate")
-        else:
-            self._grad += g
-
-    def accumulate_product(self, a, b):
-        """grad += a @ b (a Dense layer's dW = x^T dout). Right after ``zero_grad()`` inside a flat buffer, NumPy and
-        CuPy write the product straight into the gradient's memory (``matmul(..., out=)``) instead of making it
-        and then copying it in; otherwise this is ``accumulate(a @ b)``."""
-        if self._flat is not None and self._grad_zero and B.backend_name() in ("numpy", "cupy"):
-            if tuple(a.shape[:-1]) + tuple(b.shape[1:]) == self.shape and a.dtype == b.dtype == self._data.dtype:
-                B.get_xp().matmul(a, b, out=self._grad)
-                self._grad_zero = False
-                return
-        self.accumulate(a @ b)
-
-    def accumulate_sum(self, a):
-        """grad += sum of ``a`` over its first axis (a Dense layer's db = sum_n dout). Right after ``zero_grad()``
-        inside a flat buffer, NumPy and CuPy sum straight into the gradient's memory (``sum(..., out=)``: one pass,
-        one launch on a GPU); otherwise this is ``accumulate(sum(a, axis=0))``."""
-        xp = B.get_xp()
-        if self._flat is not None and self._grad_zero and B.backend_name() in ("numpy", "cupy"):
-            if tuple(a.shape[1:]) == self.shape and a.dtype == self._data.dtype:
-                xp.sum(a, axis=0, out=self._grad)
-                self._grad_zero = False
-                return
-        self.accumulate(xp.sum(a, axis=0))
-
-    def zero_grad(self):
-        if self._flat is None:
-            self._grad = None
-        else:
-            self._grad_zero = True
-
-    def _checked(self, g, who):
-        if tuple(g.shape) != self.shape or g.dtype != self._data.dtype:
-            raise ValueError(f"Parameter.{who}: expected a gradient of shape {self.shape} and dtype "
-                             f"{B.dtype_name(self._data.dtype)}, got shape {tuple(g.shape)} and dtype {g.dtype}")
-        return g
-
-    @property
-    def shape(self):
-        return tuple(self._data.shape)
-
-    def __repr__(self):
-        return f"Parameter(shape={self.shape}, dtype={B.dtype_name(self._data.dtype)})"
-
-
-class FlatBuffer:
-    """The data and the gradients of some Parameters of one dtype, each in ONE contiguous 1-D array.
-
-    ``buf.data[a:b]`` reshaped to a parameter's shape IS that parameter's ``.data`` (a view), and likewise for
-    ``.grad``, so an optimizer can update all of them with a few passes over ``buf.data`` (one fused kernel on a
-    GPU) instead of a few passes per parameter. The parameters' values (and any gradient they hold) are copied in.
-    """
-
-    def __init__(self, params):
-        self.params = list(params)
-        if not self.params:
-            raise ValueError("FlatBuffer got an empty parameter list")
-        dtype = self.params[0].data.dtype
-        if any(p.data.dtype != dtype for p in self.params):
-            raise ValueError("FlatBuffer: every parameter must have the same dtype (flatten_parameters groups them)")
-        sizes = [math.prod(p.shape) for p in self.params]
-        self.offsets = [0]
-        for size in sizes:
-            self.offsets.append(self.offsets[-1] + size)
-        self.data = B.empty((self.offsets[-1],), dtype)
-        self.grad = B.empty((self.offsets[-1],), dtype)
-        for p, view, gview in zip(self.params, self.views(self.data), self.views(self.grad)):
-            view[...] = p.data
-            had_grad = p._grad is not None if p._flat is None else not p._grad_zero
-            if had_grad:
-                gview[...] = p._grad
-            p._data, p._grad, p._flat, p._grad_zero = view, gview, self, not had_grad
-
-    def views(self, flat):
-        """Views of the 1-D array ``flat`` (the buffer's length) shaped like each parameter, in order."""
-        xp = B.get_xp()
-        return [xp.reshape(flat[a:b], p.shape) for p, a, b in zip(self.params, self.offsets, self.offsets[1:])]
-
-    def intact(self):
-        """True while every parameter still lives here (none has been moved to another buffer since)."""
-        return all(p._flat is self for p in self.params)
-
-    def settle_grads(self):
-        """Write real zeros where a gradient is marked zero, so that ``self.grad`` can be read as a whole."""
-        for p in self.params:
-            if p._grad_zero:
-                p._grad[...] = 0.0
-                p._grad_zero = False
-
-    def __repr__(self):
-        return f"FlatBuffer({len(self.params)} parameters, {self.offsets[-1]} values, {B.dtype_name(self.data.dtype)})"
-
-
-def flatten_parameters(params):
-    """Put ``params`` into flat buffers, one ``FlatBuffer`` per dtype (in order of first appearance); returns them.
-
-    Parameters already forming exactly one intact buffer (same parameters, same order) keep it, so building a
-    second optimizer over the same model costs nothing. Otherwise a new buffer is made and the values move into it;
-    an optimizer over the old buffer then notices (``intact()`` is False) and updates parameter by parameter.
-    """
-    params = list(params)
-    if len({id(p) for p in params}) != len(params):
-        raise ValueError("flatten_parameters: a parameter appears more than once in the list")
-    groups = {}
-    for p in params:
-        if not isinstance(p, Parameter):
-            raise TypeError(f"flatten_parameters takes Parameters (model.parameters()), got {type(p).__name__}")
-        groups.setdefault(B.dtype_name(p.data.dtype), []).append(p)
-    buffers = []
-    for group in groups.values():
-        old = group[0]._flat
-        if old is not None and old.params == group and old.intact():
-            buffers.append(old)
-        else:
-            buffers.append(FlatBuffer(group))
-    return buffers
 
 
 class Module:
@@ -338,3 +147,121 @@ class Sequential(Module):
 
     def __iter__(self):
         return iter(self.layers)
+
+
+class Parameter:
+    """A trainable array ``.data`` and the gradient ``.grad`` accumulated for it (same shape, dtype, device).
+
+    ``.grad`` reads as zeros until a backward pass adds to it, exactly as an array cleared by ``zero_grad()``
+    and then added to. Underneath, ``zero_grad()`` only marks the gradient as zero instead of writing zeros into
+    it, and the next ``accumulate(g)`` copies ``g`` in (or, outside a flat buffer, keeps ``g`` itself) rather than
+    adding it to zeros: a training step then makes no extra pass over every gradient.
+
+    Once an optimizer is built over it (or ``flatten_parameters`` is called), ``.data`` and ``.grad`` are views
+    into one contiguous array per dtype (a ``FlatBuffer``), so the optimizer can update every parameter in one pass.
+    They are still ordinary arrays of the parameter's shape. Assigning ``p.data = a`` or ``p.grad = g`` then COPIES
+    the values into the view (shape and dtype must match), so a parameter never silently leaves its buffer.
+    """
+
+    def __init__(self, data):
+        self._data = data
+        self._grad = None       # outside a buffer, None means zeros: see the class docstring
+        self._flat = None       # the FlatBuffer whose views .data and .grad are, if any
+        self._grad_zero = True  # inside a buffer: the grad view holds old numbers that stand for zeros
+
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        if self._flat is None:
+            self._data = value
+        elif value is not self._data:  # `p.data -= u` assigns the same array back: nothing to copy
+            if tuple(value.shape) != self.shape or value.dtype != self._data.dtype:
+                raise ValueError(
+                    f"Parameter.data: this parameter lives in a flat buffer (an optimizer was built over it), so "
+                    f"a new value is copied in and must have shape {self.shape} and dtype "
+                    f"{B.dtype_name(self._data.dtype)}; got shape {tuple(value.shape)} and dtype {value.dtype}")
+            self._data[...] = value
+
+    @property
+    def grad(self):
+        if self._flat is not None:
+            if self._grad_zero:
+                self._grad[...] = 0.0
+                self._grad_zero = False
+            return self._grad
+        if self._grad is None:
+            self._grad = B.get_xp().zeros_like(self._data)
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        if value is None:
+            self.zero_grad()
+            return
+        value = self._checked(value, "grad")
+        if self._flat is None:
+            self._grad = value
+        elif value is not self._grad:
+            self._grad[...] = value
+            self._grad_zero = False
+
+    def accumulate(self, g):
+        """grad += g, for a backward pass. Right after ``zero_grad()`` ``g`` is copied in (inside a flat buffer)
+        or becomes ``.grad`` itself (outside one, so ``g`` must then be a new array nothing else will change)
+        rather than being added to zeros.
+        """
+        if self._flat is not None:
+            if self._grad_zero:
+                self._grad[...] = self._checked(g, "accumulate")
+                self._grad_zero = False
+            else:
+                self._grad += g
+        elif self._grad is None:
+            self._grad = self._checked(g, "accumulate")
+        else:
+            self._grad += g
+
+    def accumulate_product(self, a, b):
+        """grad += a @ b (a Dense layer's dW = x^T dout). Right after ``zero_grad()`` inside a flat buffer, NumPy and
+        CuPy write the product straight into the gradient's memory (``matmul(..., out=)``) instead of making it
+        and then copying it in; otherwise this is ``accumulate(a @ b)``."""
+        if self._flat is not None and self._grad_zero and B.backend_name() in ("numpy", "cupy"):
+            if tuple(a.shape[:-1]) + tuple(b.shape[1:]) == self.shape and a.dtype == b.dtype == self._data.dtype:
+                B.get_xp().matmul(a, b, out=self._grad)
+                self._grad_zero = False
+                return
+        self.accumulate(a @ b)
+
+    def accumulate_sum(self, a):
+        """grad += sum of ``a`` over its first axis (a Dense layer's db = sum_n dout). Right after ``zero_grad()``
+        inside a flat buffer, NumPy and CuPy sum straight into the gradient's memory (``sum(..., out=)``: one pass,
+        one launch on a GPU); otherwise this is ``accumulate(sum(a, axis=0))``."""
+        xp = B.get_xp()
+        if self._flat is not None and self._grad_zero and B.backend_name() in ("numpy", "cupy"):
+            if tuple(a.shape[1:]) == self.shape and a.dtype == self._data.dtype:
+                xp.sum(a, axis=0, out=self._grad)
+                self._grad_zero = False
+                return
+        self.accumulate(xp.sum(a, axis=0))
+
+    def zero_grad(self):
+        if self._flat is None:
+            self._grad = None
+        else:
+            self._grad_zero = True
+
+    def _checked(self, g, who):
+        if tuple(g.shape) != self.shape or g.dtype != self._data.dtype:
+            raise ValueError(f"Parameter.{who}: expected a gradient of shape {self.shape} and dtype "
+                             f"{B.dtype_name(self._data.dtype)}, got shape {tuple(g.shape)} and dtype {g.dtype}")
+        return g
+
+    @property
+    def shape(self):
+        return tuple(self._data.shape)
+
+    def __repr__(self):
+        return f"Parameter(shape={self.shape}, dtype={B.dtype_name(self._data.dtype)})"

@@ -4,7 +4,7 @@ Each update rule is written twice, side by side: ``sgd_reference`` / ``adam_refe
 new arrays; ``sgd_fast`` / ``adam_fast`` take the same arguments and compute the same numbers in place (and, on
 CuPy, as one fused kernel from ``tinyvae.kernels``). Tests keep each pair equal.
 
-An optimizer puts its parameters into flat buffers (``module.flatten_parameters``: one contiguous array per dtype,
+An optimizer puts its parameters into flat buffers (``flat.flatten_parameters``: one contiguous array per dtype,
 each parameter's ``.data`` and ``.grad`` a view into it) and keeps its moment estimates in arrays of the same
 layout, so a step is one call of the fast rule over everything. Its parameters may be any subset of a model's (one
 optimizer per network, as a GAN needs). ``state_dict()``/``load_state_dict()`` carry the step count and the moment
@@ -13,7 +13,54 @@ estimates parameter by parameter, so training can stop and resume exactly.
 import math
 
 from . import backend as B
-from .module import Parameter, flatten_parameters
+from .flat import flatten_parameters
+from .module import Parameter
+
+
+def sgd_reference(p, g, buf, lr, momentum=0.0, weight_decay=0.0):
+    """One SGD step written as the formula (torch.optim.SGD, no dampening), returning new (p, buf).
+
+    g = grad + weight_decay * p;  buf = momentum * buf + g;  p = p - lr * buf     (with momentum 0: p = p - lr * g)
+    ``buf`` starts at zeros, so the first step's buf is g itself, as in torch.
+    """
+    g = g + weight_decay * p
+    if momentum:
+        buf = momentum * buf + g
+        g = buf
+    return p - lr * g, buf
+
+
+def adam_reference(p, g, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    """One Adam step written as the formula, returning new (p, m, v); the fast in-place path is checked against it.
+
+    g = grad + weight_decay * p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+    p = p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)          (torch.optim.Adam, t counted from 1)
+    """
+    b1, b2 = betas
+    g = g + weight_decay * p
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    m_hat_scale = lr / (1 - b1**t)
+    denom = B.get_xp().sqrt(v) / math.sqrt(1 - b2**t) + eps
+    return p - m_hat_scale * m / denom, m, v
+
+
+def clip_grad_norm(params, max_norm):
+    """Scale all gradients together so their joint L2 norm is at most ``max_norm``; returns the norm before.
+
+    g <- g * min(1, max_norm / ||g||), with ||g|| over every parameter at once, as torch.nn.utils.clip_grad_norm_.
+    """
+    xp = B.get_xp()
+    params = list(params)
+    if B.backend_name() == "cupy":
+        return clip_grad_norm_fast(params, max_norm)
+    squares = xp.stack([xp.sum(p.grad * p.grad) for p in params])  # summed on the device: one read, not one each
+    total = math.sqrt(float(xp.sum(squares)))
+    scale = max_norm / (total + 1e-6)
+    if scale < 1.0:
+        for p in params:
+            p.grad *= scale
+    return total
 
 
 class Optimizer:
@@ -91,34 +138,6 @@ class Optimizer:
         self.t = int(state["t"])
 
 
-def sgd_reference(p, g, buf, lr, momentum=0.0, weight_decay=0.0):
-    """One SGD step written as the formula (torch.optim.SGD, no dampening), returning new (p, buf).
-
-    g = grad + weight_decay * p;  buf = momentum * buf + g;  p = p - lr * buf     (with momentum 0: p = p - lr * g)
-    ``buf`` starts at zeros, so the first step's buf is g itself, as in torch.
-    """
-    g = g + weight_decay * p
-    if momentum:
-        buf = momentum * buf + g
-        g = buf
-    return p - lr * g, buf
-
-
-def sgd_fast(p, g, buf, lr, momentum=0.0, weight_decay=0.0):
-    """``sgd_reference`` in place: p and buf are updated and returned (one fused kernel on CuPy)."""
-    if B.backend_name() == "cupy":
-        from . import kernels
-        return kernels.sgd(p, g, buf, lr, momentum, weight_decay)
-    if weight_decay:
-        g = g + weight_decay * p
-    if momentum:
-        buf *= momentum
-        buf += g
-        g = buf
-    p -= lr * g
-    return p, buf
-
-
 class SGD(Optimizer):
     """Stochastic gradient descent with momentum, as torch.optim.SGD (no dampening).
 
@@ -138,19 +157,94 @@ class SGD(Optimizer):
             sgd_fast(p, g, buf, self.lr, self.momentum, self.weight_decay)
 
 
-def adam_reference(p, g, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-    """One Adam step written as the formula, returning new (p, m, v); the fast in-place path is checked against it.
+class Adam(Optimizer):
+    """Adam with exactly torch.optim.Adam's update (``adam_reference`` is the formula; a test keeps them equal).
 
-    g = grad + weight_decay * p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
-    p = p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)          (torch.optim.Adam, t counted from 1)
+    ``step`` runs ``adam_fast`` once per flat buffer (all the parameters of one dtype together).
     """
-    b1, b2 = betas
-    g = g + weight_decay * p
-    m = b1 * m + (1 - b1) * g
-    v = b2 * v + (1 - b2) * g * g
-    m_hat_scale = lr / (1 - b1**t)
-    denom = B.get_xp().sqrt(v) / math.sqrt(1 - b2**t) + eps
-    return p - m_hat_scale * m / denom, m, v
+
+    hyperparameters = ("lr", "beta1", "beta2", "eps", "weight_decay")
+    buffers = ("m", "v")
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, lr)
+        b1, b2 = betas
+        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
+            raise ValueError(f"Adam: betas must lie in [0, 1), got {betas!r}")
+        self.beta1, self.beta2, self.eps, self.weight_decay = float(b1), float(b2), float(eps), float(weight_decay)
+
+    @property
+    def betas(self):
+        return (self.beta1, self.beta2)
+
+    def step(self):
+        self.t += 1
+        for p, g, m, v in self._flat_groups():
+            adam_fast(p, g, m, v, self.t, self.lr, self.betas, self.eps, self.weight_decay)
+
+
+def check_holds(optimizer, model, who, advice):
+    """Raise a ValueError naming ``who`` unless ``optimizer`` updates exactly ``model.parameters()``, in that order
+    (its moments are saved, restored and matched to parameters by position). ``advice`` says how to build one."""
+    if [id(p) for p in optimizer.params] != [id(p) for p in model.parameters()]:
+        raise ValueError(f"{who}: the optimizer does not hold this model's parameters in model.parameters() order "
+                         f"(was it made for another model, or before the model was loaded?); {advice}")
+
+
+class PerNetwork:
+    """One optimizer per network of a model, used as one: a GAN's encoder, decoder and discriminator each keep
+    their own Adam (own step count, moments and learning rate).
+
+    ``optimizers``: {name: optimizer}; ``params`` is their parameters in that order (a checkpoint checks that this is
+    the model's ``parameters()`` order). ``state_dict()`` is {"type": "PerNetwork", "networks": {name: state}}.
+    """
+
+    def __init__(self, optimizers):
+        if not optimizers or not all(isinstance(o, Optimizer) for o in optimizers.values()):
+            raise TypeError("PerNetwork takes a non-empty {name: optimizer} dict of tinyvae optimizers")
+        self.optimizers = dict(optimizers)
+        self.params = [p for o in self.optimizers.values() for p in o.params]
+
+    def __getitem__(self, name):
+        return self.optimizers[name]
+
+    def zero_grad(self):
+        for o in self.optimizers.values():
+            o.zero_grad()
+
+    def step(self):
+        for o in self.optimizers.values():
+            o.step()
+
+    def state_dict(self):
+        return {"type": "PerNetwork", "networks": {name: o.state_dict() for name, o in self.optimizers.items()}}
+
+    def load_state_dict(self, state):
+        if state.get("type") != "PerNetwork" or set(state.get("networks", {})) != set(self.optimizers):
+            raise ValueError(f"PerNetwork.load_state_dict: expected the states of {sorted(self.optimizers)}, got "
+                             f"{sorted(state.get('networks', {}))} ({state.get('type')!r})")
+        for name, o in self.optimizers.items():
+            o.load_state_dict(state["networks"][name])
+
+
+# ==== The fast twins ==========================================================================================
+# The same updates in place (cache-sized blocks on the CPU) or as one CuPy kernel (tinyvae.kernels). Tests keep
+# each equal to its formula above; in plain mode (tinyvae.use_plain) each one calls that formula.
+
+
+def sgd_fast(p, g, buf, lr, momentum=0.0, weight_decay=0.0):
+    """``sgd_reference`` in place: p and buf are updated and returned (one fused kernel on CuPy)."""
+    if B.backend_name() == "cupy":
+        from . import kernels
+        return kernels.sgd(p, g, buf, lr, momentum, weight_decay)
+    if weight_decay:
+        g = g + weight_decay * p
+    if momentum:
+        buf *= momentum
+        buf += g
+        g = buf
+    p -= lr * g
+    return p, buf
 
 
 def adam_fast(p, g, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
@@ -188,40 +282,6 @@ def adam_fast(p, g, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay
     return p, m, v
 
 
-class Adam(Optimizer):
-    """Adam with exactly torch.optim.Adam's update (``adam_reference`` is the formula; a test keeps them equal).
-
-    ``step`` runs ``adam_fast`` once per flat buffer (all the parameters of one dtype together).
-    """
-
-    hyperparameters = ("lr", "beta1", "beta2", "eps", "weight_decay")
-    buffers = ("m", "v")
-
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(params, lr)
-        b1, b2 = betas
-        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
-            raise ValueError(f"Adam: betas must lie in [0, 1), got {betas!r}")
-        self.beta1, self.beta2, self.eps, self.weight_decay = float(b1), float(b2), float(eps), float(weight_decay)
-
-    @property
-    def betas(self):
-        return (self.beta1, self.beta2)
-
-    def step(self):
-        self.t += 1
-        for p, g, m, v in self._flat_groups():
-            adam_fast(p, g, m, v, self.t, self.lr, self.betas, self.eps, self.weight_decay)
-
-
-def check_holds(optimizer, model, who, advice):
-    """Raise a ValueError naming ``who`` unless ``optimizer`` updates exactly ``model.parameters()``, in that order
-    (its moments are saved, restored and matched to parameters by position). ``advice`` says how to build one."""
-    if [id(p) for p in optimizer.params] != [id(p) for p in model.parameters()]:
-        raise ValueError(f"{who}: the optimizer does not hold this model's parameters in model.parameters() order "
-                         f"(was it made for another model, or before the model was loaded?); {advice}")
-
-
 def _row_blocks(a, size):
     """Indices that cut ``a`` into views of whole rows, ``a[index]``, of about ``size`` elements each (one view of
     all of ``a`` when ``size`` is None or ``a`` is no bigger)."""
@@ -231,24 +291,6 @@ def _row_blocks(a, size):
         return [...]
     step = max(1, size // max(1, per_row))
     return [(slice(i, min(rows, i + step)), ...) for i in range(0, rows, step)]
-
-
-def clip_grad_norm(params, max_norm):
-    """Scale all gradients together so their joint L2 norm is at most ``max_norm``; returns the norm before.
-
-    g <- g * min(1, max_norm / ||g||), with ||g|| over every parameter at once, as torch.nn.utils.clip_grad_norm_.
-    """
-    xp = B.get_xp()
-    params = list(params)
-    if B.backend_name() == "cupy":
-        return clip_grad_norm_fast(params, max_norm)
-    squares = xp.stack([xp.sum(p.grad * p.grad) for p in params])  # summed on the device: one read, not one each
-    total = math.sqrt(float(xp.sum(squares)))
-    scale = max_norm / (total + 1e-6)
-    if scale < 1.0:
-        for p in params:
-            p.grad *= scale
-    return total
 
 
 def clip_grad_norm_fast(params, max_norm):
@@ -271,39 +313,3 @@ def clip_grad_norm_fast(params, max_norm):
     for g in ([flat.grad] if whole else [p.grad for p in params]):
         g *= B.astype(scale, g.dtype)
     return total
-
-
-class PerNetwork:
-    """One optimizer per network of a model, used as one: a GAN's encoder, decoder and discriminator each keep
-    their own Adam (own step count, moments and learning rate).
-
-    ``optimizers``: {name: optimizer}; ``params`` is their parameters in that order (a checkpoint checks that this is
-    the model's ``parameters()`` order). ``state_dict()`` is {"type": "PerNetwork", "networks": {name: state}}.
-    """
-
-    def __init__(self, optimizers):
-        if not optimizers or not all(isinstance(o, Optimizer) for o in optimizers.values()):
-            raise TypeError("PerNetwork takes a non-empty {name: optimizer} dict of tinyvae optimizers")
-        self.optimizers = dict(optimizers)
-        self.params = [p for o in self.optimizers.values() for p in o.params]
-
-    def __getitem__(self, name):
-        return self.optimizers[name]
-
-    def zero_grad(self):
-        for o in self.optimizers.values():
-            o.zero_grad()
-
-    def step(self):
-        for o in self.optimizers.values():
-            o.step()
-
-    def state_dict(self):
-        return {"type": "PerNetwork", "networks": {name: o.state_dict() for name, o in self.optimizers.items()}}
-
-    def load_state_dict(self, state):
-        if state.get("type") != "PerNetwork" or set(state.get("networks", {})) != set(self.optimizers):
-            raise ValueError(f"PerNetwork.load_state_dict: expected the states of {sorted(self.optimizers)}, got "
-                             f"{sorted(state.get('networks', {}))} ({state.get('type')!r})")
-        for name, o in self.optimizers.items():
-            o.load_state_dict(state["networks"][name])

@@ -1,7 +1,7 @@
 """The reparameterization trick: a sample of N(mu, exp(logvar)) written as a differentiable function of mu, logvar.
 
-``reparameterize`` and ``reparameterize_backward`` are the formulas; their ``_fast`` twins give the same numbers
-(one fused kernel each on CuPy) and are what ``Reparameterize`` calls.
+``reparameterize`` and ``reparameterize_backward`` are the formulas; their ``_fast`` twins, at the end, give the same
+numbers (one fused kernel each on CuPy) and are what ``Reparameterize`` calls.
 """
 from . import backend as B
 from .module import Module
@@ -13,32 +13,10 @@ def reparameterize(mu, logvar, eps):
     return mu + std * eps, std
 
 
-def reparameterize_fast(mu, logvar, eps):
-    """``reparameterize`` with one new array fewer (in place), or one fused kernel on CuPy."""
-    if B.backend_name() == "cupy":
-        from . import kernels
-        return kernels.reparam_forward(mu, logvar, eps)
-    std = B.get_xp().exp(0.5 * logvar)
-    z = std * eps
-    z += mu
-    return z, std
-
-
 def reparameterize_backward(dz, eps, std):
     """(dmu, dlogvar) = (dz, dz * eps * std / 2), since dz/dmu = 1 and dz/dlogvar = eps * exp(logvar / 2) / 2.
     dz, eps, std, dmu, dlogvar: (N, K)."""
     return dz, dz * eps * std / 2
-
-
-def reparameterize_backward_fast(dz, eps, std):
-    """``reparameterize_backward`` in place on a new array, or one fused kernel on CuPy."""
-    if B.backend_name() == "cupy":
-        from . import kernels
-        return dz, kernels.reparam_backward(dz, eps, std)
-    dlogvar = dz * eps
-    dlogvar *= std
-    dlogvar *= 0.5
-    return dz, dlogvar
 
 
 class Reparameterize(Module):
@@ -92,3 +70,30 @@ class Reparameterize(Module):
 
     def __repr__(self):
         return "Reparameterize()"
+
+
+# ==== The fast twins ==========================================================================================
+# The same numbers as the formulas above in fewer passes over memory, or as one CuPy kernel (tinyvae.kernels).
+# Tests keep each pair equal; in plain mode (tinyvae.use_plain) each twin calls its formula.
+
+
+def reparameterize_fast(mu, logvar, eps):
+    """``reparameterize`` with one new array fewer (in place), or one fused kernel on CuPy."""
+    if B.backend_name() == "cupy":
+        from . import kernels
+        return kernels.reparam_forward(mu, logvar, eps)
+    std = B.get_xp().exp(0.5 * logvar)
+    z = std * eps
+    z += mu
+    return z, std
+
+
+def reparameterize_backward_fast(dz, eps, std):
+    """``reparameterize_backward`` in place on a new array, or one fused kernel on CuPy."""
+    if B.backend_name() == "cupy":
+        from . import kernels
+        return dz, kernels.reparam_backward(dz, eps, std)
+    dlogvar = dz * eps
+    dlogvar *= std
+    dlogvar *= 0.5
+    return dz, dlogvar
