@@ -18,6 +18,7 @@ from .backend import (
     set_default_dtype,
     to_numpy,
     use,
+    use_plain,
 )
 from .checkpoint import Checkpoint, load, save
 from .conv import Conv2d, ConvTranspose2d, Flatten, Unflatten
@@ -36,8 +37,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     # the backend switch
-    "use", "backend_name", "get_xp", "asarray", "to_numpy", "default_dtype", "set_default_dtype", "Generator",
-    "as_generator", "seed", "BackendUnavailable",
+    "use", "use_plain", "backend_name", "get_xp", "asarray", "to_numpy", "default_dtype", "set_default_dtype",
+    "Generator", "as_generator", "seed", "BackendUnavailable",
     # building blocks
     "Parameter", "Module", "Sequential", "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softplus", "Identity",
     "ACTIVATIONS", "get_activation", "Reparameterize",

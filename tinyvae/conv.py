@@ -78,6 +78,9 @@ def im2col_fast(x, kh, kw, stride=1, padding=0, channels_last=False):
     ``channels_last=True`` orders each row (kh, kw, C) instead of (C, kh, kw): the copy then moves runs of C
     neighbouring floats, and the layers multiply by the weight permuted to match (see Conv2d.forward).
     """
+    if B.plain():
+        cols = im2col(x, kh, kw, stride, padding)
+        return _channels_last(cols, int(x.shape[1]), kh, kw) if channels_last else cols
     xp = B.get_xp()
     n, c = (int(d) for d in x.shape[:2])
     windows = B.sliding_windows(_pad_channels_last(x, padding), kh, kw, stride)
@@ -112,6 +115,8 @@ def col2im_fast(cols, x_shape, kh, kw, stride=1, padding=0):
     (N*OH*OW, C, kh, kw) view of a matrix whose rows are ordered (kh, kw, C) (what the layers pass), each plane's
     C channels are adjacent in memory, as they are in the buffer: every add then runs over contiguous floats.
     """
+    if B.plain():
+        return col2im(cols, x_shape, kh, kw, stride, padding)
     xp = B.get_xp()
     n, c, h, w = (int(d) for d in x_shape)
     oh, ow = conv_output_size(h, kh, stride, padding), conv_output_size(w, kw, stride, padding)

@@ -208,12 +208,14 @@ def iwae_loss(log_w):
 
 
 def _on_gpu():
-    return B.backend_name() == "cupy"
+    return B.fast_gpu()
 
 
 def mse_fast(pred, target):
     """``mse`` with the value left on the device on CuPy (a 0-d array, read by ``float``), so that a training step
     with a Gaussian decoder never waits for the GPU; the same float as ``mse`` elsewhere."""
+    if B.plain():
+        return mse(pred, target)
     pred, target = _pair(pred, target, "mse", ("pred", "target"))
     n = pred.shape[0]
     diff = pred - target
@@ -267,6 +269,8 @@ def bce_with_logits_per_example_fast(logits, target):
     are never copied k times). On the CPU the rows go in blocks of ``BLOCK_ROWS``, so that a block's dozen passes
     find it in cache (each row comes out the same as from one pass over everything); on CuPy all rows go at once.
     """
+    if B.plain():
+        return _bce_per_example_by_rows(logits, target)
     if not B.is_array(logits):
         logits = B.asarray(logits)
     target = B.asarray(target, dtype=logits.dtype)
@@ -277,6 +281,17 @@ def bce_with_logits_per_example_fast(logits, target):
         return kernels.bce_rows(*pairs[0])  # one reduction kernel: one pass over the block
     rows = [_bce_rows_fast(block, block_target)[0] for block, block_target in pairs]
     return B.get_xp().reshape(B.concat(rows, axis=0), tuple(logits.shape[:-1]))
+
+
+def _bce_per_example_by_rows(logits, target):
+    """``bce_with_logits_per_example`` itself for logits (..., D) and targets that broadcast against them: both
+    flattened to rows (M, D), the result shaped back to logits.shape[:-1] (the plain-mode path of the twin above)."""
+    xp = B.get_xp()
+    logits = B.asarray(logits)
+    target = xp.broadcast_to(B.asarray(target, dtype=logits.dtype), tuple(logits.shape))
+    width = logits.shape[-1]
+    rows = bce_with_logits_per_example(xp.reshape(logits, (-1, width)), xp.reshape(target, (-1, width)))
+    return xp.reshape(rows, tuple(logits.shape[:-1]))
 
 
 def _row_block_pairs(logits, target, size):
@@ -307,6 +322,8 @@ def bce_with_logits_fast(logits, target):
     is 1/2 + sign(l) (1 / (1 + e) - 1/2) for every l, with no branch and no tanh (a scalar loop in NumPy). Exactly
     0 or 1 in the tails; its absolute error is about one rounding of 1, no more than the subtraction s - x makes.
     """
+    if B.plain():
+        return bce_with_logits(logits, target)
     logits, target = _pair(logits, target, "bce_with_logits", ("logits", "target"))
     if _on_gpu():
         from . import kernels
@@ -327,6 +344,8 @@ def bce_with_logits_fast(logits, target):
 def gaussian_kl_fast(mu, logvar):
     """``gaussian_kl`` computing exp(logvar) once, or as one fused kernel on CuPy (value then a 0-d array)."""
     mu, logvar = _pair(mu, logvar, "gaussian_kl", ("mu", "logvar"))
+    if B.plain():
+        return gaussian_kl(mu, logvar)
     if _on_gpu():
         from . import kernels
         return kernels.gaussian_kl(mu, logvar)
@@ -340,7 +359,7 @@ def gaussian_kl_fast(mu, logvar):
 def iwae_loss_fast(log_w):
     """``iwae_loss`` with the value left on the device on CuPy (a 0-d array, read by ``float``): a training step
     on the importance-weighted objective then never waits for the GPU. Elsewhere exactly ``iwae_loss``."""
-    if not _on_gpu():
+    if B.plain() or not _on_gpu():
         return iwae_loss(log_w)
     log_w = _log_weights_2d(log_w, "iwae_loss")
     xp = B.get_xp()

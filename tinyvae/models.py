@@ -376,7 +376,7 @@ class VAE(_Base):
         dout, dmu_kl, dlogvar_kl = saved
         # The reconstruction term: back through the decoder to z, then through z = mu + exp(logvar / 2) * eps.
         dz = self._latent_grad(self.decoder.backward(dout))
-        if B.backend_name() == "cupy":  # the three lines below in one fused kernel (kernels.latent_backward)
+        if B.fast_gpu():  # the three lines below in one fused kernel (kernels.latent_backward)
             from . import kernels
             eps, std = self.reparam._saved(self.reparam._eps), self.reparam._std
             self._heads_backward(*kernels.latent_backward(dz, eps, std, dmu_kl, dlogvar_kl, self.beta))

@@ -228,7 +228,7 @@ class Parameter:
         """grad += a @ b (a Dense layer's dW = x^T dout). Right after ``zero_grad()`` inside a flat buffer, NumPy and
         CuPy write the product straight into the gradient's memory (``matmul(..., out=)``) instead of making it
         and then copying it in; otherwise this is ``accumulate(a @ b)``."""
-        if self._flat is not None and self._grad_zero and B.backend_name() in ("numpy", "cupy"):
+        if self._flat is not None and self._grad_zero and self._writes_in_place():
             if tuple(a.shape[:-1]) + tuple(b.shape[1:]) == self.shape and a.dtype == b.dtype == self._data.dtype:
                 B.get_xp().matmul(a, b, out=self._grad)
                 self._grad_zero = False
@@ -240,12 +240,17 @@ class Parameter:
         inside a flat buffer, NumPy and CuPy sum straight into the gradient's memory (``sum(..., out=)``: one pass,
         one launch on a GPU); otherwise this is ``accumulate(sum(a, axis=0))``."""
         xp = B.get_xp()
-        if self._flat is not None and self._grad_zero and B.backend_name() in ("numpy", "cupy"):
+        if self._flat is not None and self._grad_zero and self._writes_in_place():
             if tuple(a.shape[1:]) == self.shape and a.dtype == self._data.dtype:
                 xp.sum(a, axis=0, out=self._grad)
                 self._grad_zero = False
                 return
         self.accumulate(xp.sum(a, axis=0))
+
+    @staticmethod
+    def _writes_in_place():
+        """NumPy and CuPy can write a product or a sum straight into the gradient (``out=``); not in plain mode."""
+        return B.backend_name() in ("numpy", "cupy") and not B.plain()
 
     def zero_grad(self):
         if self._flat is None:

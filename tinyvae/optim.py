@@ -52,7 +52,7 @@ def clip_grad_norm(params, max_norm):
     """
     xp = B.get_xp()
     params = list(params)
-    if B.backend_name() == "cupy":
+    if B.fast_gpu():
         return clip_grad_norm_fast(params, max_norm)
     squares = xp.stack([xp.sum(p.grad * p.grad) for p in params])  # summed on the device: one read, not one each
     total = math.sqrt(float(xp.sum(squares)))
@@ -101,7 +101,7 @@ class Optimizer:
 
     def _flat_groups(self):
         """[(data, grad, *state arrays)] for one pass per flat buffer, or per parameter if a buffer was broken up."""
-        if all(buf.intact() for buf in self.flat):
+        if all(buf.intact() for buf in self.flat) and not B.plain():  # plain mode: parameter by parameter
             for buf in self.flat:
                 buf.settle_grads()
             return [(buf.data, buf.grad, *(self.flat_state[n][j] for n in self.buffers))
@@ -234,7 +234,9 @@ class PerNetwork:
 
 def sgd_fast(p, g, buf, lr, momentum=0.0, weight_decay=0.0):
     """``sgd_reference`` in place: p and buf are updated and returned (one fused kernel on CuPy)."""
-    if B.backend_name() == "cupy":
+    if B.plain():
+        return _into((p, buf), sgd_reference(p, g, buf, lr, momentum, weight_decay))
+    if B.fast_gpu():
         from . import kernels
         return kernels.sgd(p, g, buf, lr, momentum, weight_decay)
     if weight_decay:
@@ -256,11 +258,13 @@ def adam_fast(p, g, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay
     each block stays in cache from the first pass to the last. On CuPy the whole update is ONE fused kernel
     (``kernels.adam``), whatever the size: a flat buffer of all parameters then takes one launch.
     """
+    if B.plain():
+        return _into((p, m, v), adam_reference(p, g, m, v, t, lr, betas, eps, weight_decay))
     b1, b2 = betas
     root_c2 = math.sqrt(1 - b2**t)
     scale = lr * root_c2 / (1 - b1**t)
     eps_hat = eps * root_c2
-    if B.backend_name() == "cupy":
+    if B.fast_gpu():
         from . import kernels
         return kernels.adam(p, g, m, v, b1, b2, scale, eps_hat, weight_decay)
     xp = B.get_xp()
@@ -282,6 +286,13 @@ def adam_fast(p, g, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay
     return p, m, v
 
 
+def _into(arrays, values):
+    """Copy each new value into its array (a twin's in-place contract, kept in plain mode); returns the arrays."""
+    for a, value in zip(arrays, values):
+        a[...] = value
+    return arrays
+
+
 def _row_blocks(a, size):
     """Indices that cut ``a`` into views of whole rows, ``a[index]``, of about ``size`` elements each (one view of
     all of ``a`` when ``size`` is None or ``a`` is no bigger)."""
@@ -299,6 +310,8 @@ def clip_grad_norm_fast(params, max_norm):
     exactly 1 when no clipping is needed). Parameters that fill one flat buffer (an optimizer's) take one dot
     product and one scaling of the buffer's gradient; others one sum per parameter. Returns the norm as a 0-d
     array (``float`` reads it)."""
+    if B.plain():
+        return clip_grad_norm(params, max_norm)
     xp = B.get_xp()
     params = list(params)
     flat = params[0]._flat if params else None

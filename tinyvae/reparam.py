@@ -79,7 +79,9 @@ class Reparameterize(Module):
 
 def reparameterize_fast(mu, logvar, eps):
     """``reparameterize`` with one new array fewer (in place), or one fused kernel on CuPy."""
-    if B.backend_name() == "cupy":
+    if B.plain():
+        return reparameterize(mu, logvar, eps)
+    if B.fast_gpu():
         from . import kernels
         return kernels.reparam_forward(mu, logvar, eps)
     std = B.get_xp().exp(0.5 * logvar)
@@ -90,7 +92,9 @@ def reparameterize_fast(mu, logvar, eps):
 
 def reparameterize_backward_fast(dz, eps, std):
     """``reparameterize_backward`` in place on a new array, or one fused kernel on CuPy."""
-    if B.backend_name() == "cupy":
+    if B.plain():
+        return reparameterize_backward(dz, eps, std)
+    if B.fast_gpu():
         from . import kernels
         return dz, kernels.reparam_backward(dz, eps, std)
     dlogvar = dz * eps
