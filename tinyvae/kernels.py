@@ -1,8 +1,9 @@
 """CuPy fused kernels: each one computes, in ONE launch, a chain of element-wise steps that NumPy runs as several.
 
 GPU only: these functions are called by the ``_fast`` twins (``optim.adam_fast``, ``losses.bce_with_logits_fast``,
-...) only when the active backend is "cupy" and plain mode is off (``tinyvae.use_plain``). Each docstring shows the NumPy formula the kernel computes; the plain
-function named there is the definition, and a test (marked ``gpu``) holds the two equal.
+...) only when the active backend is "cupy" and plain mode is off (``tinyvae.use_plain``). Each docstring shows the
+NumPy formula the kernel computes; the plain function named there is the definition, and a test (marked ``gpu``)
+holds the two equal. Each kernel's CUDA C body (``_SOURCES[name]``) stands just above the function that launches it.
 
 Why: at batch 128 a GPU training step is bound by the number of kernel launches (about 18 us each) and host syncs,
 not by arithmetic. Adam over a flat buffer of all 652,824 parameters of the reference VAE is twelve NumPy-style
