@@ -64,6 +64,7 @@ class ReLU(Activation):
         return y
 
     def backward(self, dout):
+        """dx = dout where y > 0, else 0.   dout, dx: the shape of x ((N, D), or (N, C, H, W) in a conv net)."""
         y = self._saved(self._saved_value)
         return relu_backward_fast(dout, y)
 
@@ -83,6 +84,7 @@ class LeakyReLU(Activation):
         return leaky_relu_fast(x, self.negative_slope)
 
     def backward(self, dout):
+        """dx = dout where x > 0, else a * dout.   dout, dx: the shape of x ((N, D), or (N, C, H, W) in a conv net)."""
         x = self._saved(self._saved_value)
         return leaky_relu_backward_fast(dout, x, self.negative_slope)
 
@@ -99,6 +101,7 @@ class Sigmoid(Activation):
         return y
 
     def backward(self, dout):
+        """dx = dout * y * (1 - y), y = sigmoid(x).   dout, dx: the shape of x ((N, D), or (N, C, H, W) in a conv net)."""
         y = self._saved(self._saved_value)
         return dout * y * (1.0 - y)
 
@@ -112,6 +115,7 @@ class Tanh(Activation):
         return y
 
     def backward(self, dout):
+        """dx = dout * (1 - y^2), y = tanh(x).   dout, dx: the shape of x ((N, D), or (N, C, H, W) in a conv net)."""
         y = self._saved(self._saved_value)
         return dout * (1.0 - y * y)
 
@@ -124,6 +128,7 @@ class Softplus(Activation):
         return softplus(x)
 
     def backward(self, dout):
+        """dx = dout * sigmoid(x).   dout, dx: the shape of x ((N, D), or (N, C, H, W) in a conv net)."""
         x = self._saved(self._saved_value)
         return dout * sigmoid(x)
 
@@ -136,6 +141,7 @@ class Identity(Activation):
         return x
 
     def backward(self, dout):
+        """dx = dout.   dout, dx: the shape of x ((N, D), or (N, C, H, W) in a conv net)."""
         self._saved(self._saved_value)
         return dout
 

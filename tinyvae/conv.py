@@ -379,6 +379,7 @@ class Flatten(Module):
         return B.get_xp().reshape(x, (self._shape[0], -1))
 
     def backward(self, dout):
+        """dx = dout reshaped back.   dout: (N, C*H*W); dx: (N, C, H, W)."""
         return B.get_xp().reshape(dout, self._saved(self._shape))
 
     def __repr__(self):
@@ -402,6 +403,7 @@ class Unflatten(Module):
         return B.get_xp().reshape(x, (self._n, *self.shape))
 
     def backward(self, dout):
+        """dx = dout reshaped back.   dout: (N, *shape); dx: (N, prod(shape))."""
         return B.get_xp().reshape(dout, (self._saved(self._n), -1))
 
     def __repr__(self):

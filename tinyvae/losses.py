@@ -34,7 +34,10 @@ def mse_per_example(pred, target):
 
 
 def mse(pred, target):
-    """Squared error 1/N sum_n sum_d (pred - target)^2.  Gradient: dpred = 2 (pred - target) / N."""
+    """Squared error 1/N sum_n sum_d (pred - target)^2.  Gradient: dpred = 2 (pred - target) / N.
+
+    pred, target, dpred: (N, D); value: a float.
+    """
     pred, target = _pair(pred, target, "mse", ("pred", "target"))
     n = pred.shape[0]
     diff = pred - target

@@ -128,6 +128,11 @@ class Sequential(Module):
         return x
 
     def backward(self, dout):
+        """dx = m_1'(... m_n'(dout)): each module's backward, last to first, feeds the one before it.
+
+        dout: the shape of the last module's output, e.g. (N, D_out); returns dx, the shape of the first module's
+        input, e.g. (N, D_in), or None when the first layer was told not to compute it (``input_grad = False``).
+        """
         for m in reversed(self.layers):
             dout = m.backward(dout)
             if dout is None:  # a first Dense layer told not to compute its input gradient

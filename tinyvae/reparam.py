@@ -65,6 +65,10 @@ class Reparameterize(Module):
         return mu, logvar, z
 
     def backward(self, dz):
+        """(dmu, dlogvar) = (dz, dz * eps * std / 2), std = exp(logvar / 2) and eps kept by forward.
+
+        dz: (N, K), the gradient w.r.t. z; returns dmu and dlogvar, each (N, K).
+        """
         eps = self._saved(self._eps)
         return reparameterize_backward_fast(dz, eps, self._std)
 
