@@ -325,8 +325,11 @@ def test_readme_quickstart_is_two_commands_and_ci_runs_the_second():
 
 def test_plain_tinyvae_train_is_the_readme_promise():
     # "Train a VAE on the bundled MNIST subset (works offline)": the defaults of `tinyvae train` must say so.
-    args = build_parser().parse_args(["train"])
-    assert (args.model, args.dataset) == ("vae", "mnist-small")
+    from tinyvae.cli.train import TRAINING
+
+    args = build_parser().parse_args(["train"])  # None: not given, so the default below applies (and --resume
+    assert (args.model, args.dataset) == (None, None)  # can tell a given option from a default)
+    assert (TRAINING["model"][1], TRAINING["dataset"][1]) == ("vae", "mnist-small")
 
 
 # ------------------------------------------------------------------------------------------- issue 9: a new user
@@ -401,7 +404,7 @@ def test_broken_pipe_ends_quietly(argv, tmp_path):
 ])
 def test_environment_variables_never_break_the_import(env, expected, warning, tmp_path):
     code = ("import tinyvae; from tinyvae.cli import build_parser; "
-            "a = build_parser().parse_args(['train']); print(tinyvae.backend_name(), a.dtype)")
+            "a = build_parser().parse_args(['train']); print(tinyvae.backend_name(), tinyvae.backend.dtype_name(None))")
     proc = _subprocess_env([sys.executable, "-c", code], tmp_path, env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == expected

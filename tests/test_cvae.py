@@ -9,7 +9,8 @@ import tinyvae as tv
 from tinyvae import checkpoint, plots
 from tinyvae.cli import main
 from tinyvae.gradcheck import check_model
-from tinyvae.models import MODELS, ConditionalVAE
+from tinyvae.kinds import MODELS
+from tinyvae.models import ConditionalVAE
 from tinyvae.train import fit, iwae_bound
 
 

@@ -33,7 +33,8 @@ from .layers import Dense
 from .models import VAE
 from .module import Module, Sequential
 from .optim import Adam, PerNetwork, check_holds
-from .train import History, _as_data, _positive_int, history_and_start
+from .checks import model_data, positive_int
+from .train import History, history_and_start
 
 
 # ------------------------------------------------------------------------------------------------- the losses
@@ -322,14 +323,14 @@ def train_epoch(model, x, optimizers, batch_size, seed, epoch, bar):
 def _checked_args(model, x_train, epochs, batch_size, optimizers, rates, start_epoch, history):
     if not isinstance(model, VAEGAN):
         raise TypeError(f"gan.fit trains a VAEGAN, got {type(model).__name__} (train.fit trains the others)")
-    _positive_int(epochs, "gan.fit: epochs", 0)
-    _positive_int(batch_size, "gan.fit: batch_size")
+    positive_int(epochs, "gan.fit: epochs", 0)
+    positive_int(batch_size, "gan.fit: batch_size")
     history, start_epoch = history_and_start(history, start_epoch, VAEGANHistory, "gan.fit")
     if optimizers is None:
         optimizers = make_optimizers(model, *rates)
     else:
         check_holds(optimizers, model, "gan.fit", "build the optimizers with gan.make_optimizers(model)")
-    return _as_data(model, x_train, "gan.fit: x_train"), optimizers, start_epoch, history
+    return model_data(model, x_train, "gan.fit: x_train"), optimizers, start_epoch, history
 
 
 def fit(model, x_train, epochs, batch_size=128, optimizers=None, seed=0, progress=True, lr=1e-3, disc_lr=2e-4,

@@ -11,6 +11,7 @@ device array instead of a float, so that a training step never waits for the GPU
 import math
 
 from . import backend as B
+from .checks import check_labels
 
 
 def _pair(a, b, who, names):
@@ -203,21 +204,6 @@ def gaussian_kl_fast(mu, logvar):
     var = xp.exp(logvar)
     value = 0.5 * float(xp.sum(mu * mu + var - 1.0 - logvar)) / n
     return value, mu * (1.0 / n), (var - 1.0) * (0.5 / n)
-
-
-def check_labels(labels, n, num_classes, who):
-    """``labels`` as an integer array of shape (n,) with every value in [0, num_classes), or a clear error."""
-    if not B.is_array(labels):
-        labels = B.asarray(labels)
-    if labels.ndim != 1 or labels.shape[0] != n:
-        raise ValueError(f"{who}: labels must have shape ({n},), one class index per example; "
-                         f"got shape {tuple(labels.shape)}")
-    if "int" not in str(labels.dtype):
-        raise TypeError(f"{who}: labels must be integers (class indices); got dtype {labels.dtype}")
-    if n and (int(B.get_xp().min(labels)) < 0 or int(B.get_xp().max(labels)) >= num_classes):
-        raise ValueError(f"{who}: labels must lie in [0, {num_classes}); got values from "
-                         f"{int(B.get_xp().min(labels))} to {int(B.get_xp().max(labels))}")
-    return labels
 
 
 def _log_softmax(logits):

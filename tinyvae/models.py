@@ -9,10 +9,11 @@ import math
 from . import backend as B
 from . import losses
 from .activations import get_activation, sigmoid
+from .checks import check_labels, layer_sizes, one_of, positive_int
+from .errors import InputError
 from .layers import Dense
 from .module import Module, Sequential
 from .reparam import Reparameterize, reparameterize_backward
-from .train import _positive_int
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 NOISES = ("gaussian", "masking")
@@ -56,13 +57,10 @@ def mlp(sizes, activation="relu", dtype=None, rng=None, last_activation=False):
     return Sequential(*layers)
 
 
-def _check_sizes(input_dim, hidden, latent_dim, likelihood):
-    hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
-    for name, n in [("input_dim", input_dim), ("latent_dim", latent_dim)] + [("hidden", h) for h in hidden]:
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"{name} must be a positive int, got {n!r}")
-    if likelihood not in LIKELIHOODS:
-        raise ValueError(f"unknown likelihood {likelihood!r}: expected one of {', '.join(LIKELIHOODS)}")
+def check_sizes(input_dim, hidden, latent_dim, likelihood):
+    """``hidden`` as a tuple, after checking the sizes (positive ints) and the likelihood (one of LIKELIHOODS)."""
+    hidden = layer_sizes(input_dim, hidden, latent_dim)
+    one_of(likelihood, LIKELIHOODS, "likelihood")
     return hidden
 
 
@@ -108,7 +106,7 @@ class _Base(Module):
         if x.ndim == 1:
             x = B.get_xp().reshape(x, (1, -1))
         if x.ndim != 2 or x.shape[1] != self.input_dim:
-            raise ValueError(f"{type(self).__name__} expects input of shape (N, {self.input_dim}); "
+            raise InputError(f"{type(self).__name__} expects input of shape (N, {self.input_dim}); "
                              f"got shape {tuple(x.shape)}")
         if not B.is_floating(x):
             raise TypeError(f"{type(self).__name__} expects pixel intensities in [0, 1] as floats; got {x.dtype} "
@@ -177,7 +175,7 @@ class Autoencoder(_Base):
 
     def __init__(self, input_dim=784, hidden=(400,), latent_dim=20, likelihood="bernoulli", activation="relu",
                  dtype=None, rng=None):
-        self.hidden = list(_check_sizes(input_dim, hidden, latent_dim, likelihood))
+        self.hidden = list(check_sizes(input_dim, hidden, latent_dim, likelihood))
         self.input_dim, self.latent_dim, self.likelihood = input_dim, latent_dim, likelihood
         self.activation, self.dtype = activation, B.dtype_name(dtype)
         rng = B.as_generator(rng)
@@ -232,10 +230,9 @@ class DenoisingAutoencoder(Autoencoder):
 
     def __init__(self, input_dim=784, hidden=(400,), latent_dim=20, likelihood="bernoulli", activation="relu",
                  noise="gaussian", noise_level=0.5, dtype=None, rng=None):
-        if noise not in NOISES:
-            raise ValueError(f"unknown noise {noise!r}: expected one of {', '.join(NOISES)}")
+        one_of(noise, NOISES, "noise")
         if not 0.0 <= noise_level <= (1.0 if noise == "masking" else math.inf):
-            raise ValueError(f"noise_level must be >= 0 (and <= 1 for masking), got {noise_level!r}")
+            raise InputError(f"noise_level must be >= 0 (and <= 1 for masking), got {noise_level!r}")
         super().__init__(input_dim, hidden, latent_dim, likelihood, activation, dtype, rng)
         self.noise, self.noise_level = noise, float(noise_level)
 
@@ -274,10 +271,10 @@ class VAE(_Base):
 
     def __init__(self, input_dim=784, hidden=(400,), latent_dim=20, likelihood="bernoulli", beta=1.0,
                  activation="relu", dtype=None, rng=None, k=1):
-        self.hidden = list(_check_sizes(input_dim, hidden, latent_dim, likelihood))
+        self.hidden = list(check_sizes(input_dim, hidden, latent_dim, likelihood))
         if not beta >= 0:
-            raise ValueError(f"beta must be >= 0, got {beta!r}")
-        self.k = _positive_int(k, "k (importance samples per example)")
+            raise InputError(f"beta must be >= 0, got {beta!r}")
+        self.k = positive_int(k, "k (importance samples per example)")
         self.input_dim, self.latent_dim, self.likelihood = input_dim, latent_dim, likelihood
         self.beta, self.activation, self.dtype = float(beta), activation, B.dtype_name(dtype)
         rng, c = B.as_generator(rng), self._condition_width
@@ -411,7 +408,7 @@ class VAE(_Base):
             return B.as_generator(rng).standard_normal((n, self.k, self.latent_dim), self.dtype)
         eps = B.asarray(eps, dtype=self._dtype)
         if eps.ndim != 3 or eps.shape[0] != n or eps.shape[2] != self.latent_dim:
-            raise ValueError(f"{type(self).__name__}: eps for the importance-weighted loss must have shape "
+            raise InputError(f"{type(self).__name__}: eps for the importance-weighted loss must have shape "
                              f"(N, k, K) = ({n}, k, {self.latent_dim}); got {tuple(eps.shape)}")
         return eps
 
@@ -489,9 +486,9 @@ class VAE(_Base):
 def _path(mu_a, mu_b, steps, method, dtype):
     """Codes (steps, K) from mu_a to mu_b (each (1, K)): a straight line or a great-circle arc (slerp)."""
     if method not in ("linear", "slerp"):
-        raise ValueError(f"unknown interpolation {method!r}: expected 'linear' or 'slerp'")
+        raise InputError(f"unknown interpolation {method!r}: expected 'linear' or 'slerp'")
     if int(steps) < 2:
-        raise ValueError(f"steps must be at least 2, got {steps!r}")
+        raise InputError(f"steps must be at least 2, got {steps!r}")
     xp = B.get_xp()
     t = xp.reshape(B.linspace(0.0, 1.0, int(steps), dtype=dtype), (-1, 1))
     if method == "linear":
@@ -528,7 +525,7 @@ class ConditionalVAE(VAE):
 
     def __init__(self, input_dim=784, hidden=(400,), latent_dim=20, num_classes=10, likelihood="bernoulli",
                  beta=4.0, activation="relu", dtype=None, rng=None, k=1):
-        self.num_classes = _positive_int(num_classes, "num_classes", 2)
+        self.num_classes = positive_int(num_classes, "num_classes", 2)
         self._onehot = None
         super().__init__(input_dim, hidden, latent_dim, likelihood, beta, activation, dtype, rng, k)
 
@@ -539,8 +536,8 @@ class ConditionalVAE(VAE):
     def _condition(self, y, n, who):
         """Keep onehot(y) (n, C) for the networks' inputs: every public method sets it before running them."""
         if y is None:
-            raise ValueError(f"{who}: a conditional VAE needs the labels y, one class index per example")
-        y = losses.check_labels(y, n, self.num_classes, who)
+            raise InputError(f"{who}: a conditional VAE needs the labels y, one class index per example")
+        y = check_labels(y, n, self.num_classes, who)
         self._onehot = losses._one_hot(y, self.num_classes, self._dtype)
 
     def _encoder_input(self, x):
@@ -606,23 +603,3 @@ class ConditionalVAE(VAE):
         mu_a, mu_b = self.encode(x_a, [y_a])[0], self.encode(x_b, [y_b])[0]
         z = _path(mu_a, mu_b, steps, method, self.dtype)
         return self.decode(z, [y_a if digit is None else digit] * z.shape[0])
-
-
-MODELS = {"ae": Autoencoder, "dae": DenoisingAutoencoder, "vae": VAE, "cvae": ConditionalVAE}
-
-from .conv_models import ConvAutoencoder, ConvVAE  # noqa: E402 - they subclass the models above
-
-MODELS.update({"convvae": ConvVAE, "convae": ConvAutoencoder})
-
-from .gan import VAEGAN  # noqa: E402 - the VAE-GAN subclasses VAE
-
-MODELS["vaegan"] = VAEGAN
-
-
-def build(config):
-    """A new model from ``model.config()`` (the "model" key picks the class)."""
-    config = dict(config)
-    kind = config.pop("model", None)
-    if kind not in MODELS:
-        raise ValueError(f"unknown model {kind!r}: expected one of {', '.join(MODELS)}")
-    return MODELS[kind](**config)

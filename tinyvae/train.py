@@ -14,6 +14,7 @@ import time
 from tqdm.auto import tqdm
 
 from . import backend as B
+from .checks import model_data, model_labels, need_vae, positive_int
 from .optim import Adam, check_holds, clip_grad_norm
 
 
@@ -66,40 +67,6 @@ class History:
         if self.val_loss:
             last += f", val_loss={self.val_loss[-1]:.4f}"
         return f"History(epochs={self.epochs[-1]}, {last})"
-
-
-def _as_data(model, x, who):
-    """``x`` as a (N, input_dim) array of the model's dtype on the active backend (one transfer, done once)."""
-    if not hasattr(x, "dtype"):  # a list: let the backend pick the dtype, then check it
-        x = B.asarray(x)
-    try:
-        B.dtype_name(x.dtype)
-    except ValueError:
-        raise TypeError(f"{who}: expected float32 or float64 pixel intensities in [0, 1], got dtype {x.dtype} "
-                        "(divide integer images by 255)") from None
-    width = model.input_dim
-    if x.ndim != 2 or x.shape[1] != width or x.shape[0] == 0:
-        raise ValueError(f"{who}: expected a non-empty array of shape (N, {width}) for this model, "
-                         f"got shape {tuple(x.shape)}")
-    return B.asarray(x, dtype=model.dtype)
-
-
-def _positive_int(value, name, minimum=1):
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
-def _labels(model, y, n, who):
-    """Labels (N,) on the device for a model with ``needs_labels``; None for other models (labels are ignored)."""
-    if not getattr(model, "needs_labels", False):
-        return None
-    if y is None:
-        raise ValueError(f"{who}: {type(model).__name__} needs labels (needs_labels = True): pass them as well")
-    y = B.asarray(y) if not B.is_array(y) else y
-    if y.ndim != 1 or y.shape[0] != n:
-        raise ValueError(f"{who}: expected one label per example, shape ({n},), got shape {tuple(y.shape)}")
-    return y
 
 
 def _model_call(method, x, y, **kwargs):
@@ -212,24 +179,24 @@ def history_and_start(history, start_epoch, cls, who):
     elif not isinstance(history, cls):
         raise TypeError(f"{who}: history must be a {cls.__module__}.{cls.__name__} ({cls.__name__}.from_dict(d) "
                         f"reads a saved one), got {type(history).__name__}")
-    start_epoch = len(history) if start_epoch is None else _positive_int(start_epoch, f"{who}: start_epoch", 0)
+    start_epoch = len(history) if start_epoch is None else positive_int(start_epoch, f"{who}: start_epoch", 0)
     return history, start_epoch
 
 
 def _checked_fit_args(model, x_train, epochs, batch_size, optimizer, x_val, lr, kl_warmup, clip, start_epoch,
                       history, y_train, y_val):
     """Every argument of ``fit`` checked and converted: (x, y, x_val, y_val, optimizer, start_epoch, history)."""
-    _positive_int(epochs, "fit: epochs", 0)
-    _positive_int(batch_size, "fit: batch_size")
-    _positive_int(kl_warmup, "fit: kl_warmup", 0)
+    positive_int(epochs, "fit: epochs", 0)
+    positive_int(batch_size, "fit: batch_size")
+    positive_int(kl_warmup, "fit: kl_warmup", 0)
     if clip is not None and not clip > 0:
         raise ValueError(f"fit: clip must be a positive number or None, got {clip!r}")
     history, start_epoch = history_and_start(history, start_epoch, History, "fit")
-    x = _as_data(model, x_train, "fit: x_train")
-    y = _labels(model, y_train, x.shape[0], "fit: y_train")
+    x = model_data(model, x_train, "fit: x_train")
+    y = model_labels(model, y_train, x.shape[0], "fit: y_train")
     if x_val is not None:
-        x_val = _as_data(model, x_val, "fit: x_val")
-        y_val = _labels(model, y_val, x_val.shape[0], "fit: y_val")
+        x_val = model_data(model, x_val, "fit: x_val")
+        y_val = model_labels(model, y_val, x_val.shape[0], "fit: y_val")
     if optimizer is None:
         optimizer = Adam(model.parameters(), lr=lr)
     else:
@@ -274,7 +241,7 @@ def fit(model, x_train, epochs, batch_size=128, optimizer=None, x_val=None, seed
         y_val)
     if check_every is None:
         check_every = 50 if B.backend_name() == "cupy" else 1
-    _positive_int(check_every, "fit: check_every")
+    positive_int(check_every, "fit: check_every")
     warm = kl_warmup > 0 and hasattr(model, "beta")
     target_beta = model.beta if warm else None
     end = start_epoch + epochs
@@ -317,9 +284,9 @@ def evaluate(model, x, batch_size=1000, seed=0, labels=None):
     ``model.loss_per_example(x, y=labels, ...)`` to a model with ``needs_labels = True`` (others ignore them).
     """
     xp = B.get_xp()
-    _positive_int(batch_size, "evaluate: batch_size")
-    x = _as_data(model, x, "evaluate: x")
-    y = _labels(model, labels, x.shape[0], "evaluate: labels")
+    positive_int(batch_size, "evaluate: batch_size")
+    x = model_data(model, x, "evaluate: x")
+    y = model_labels(model, labels, x.shape[0], "evaluate: labels")
     gen = B.Generator(seed)
     sums = {"loss": [], "recon": [], "kl": []}
     was_training = model.training
@@ -332,13 +299,6 @@ def evaluate(model, x, batch_size=1000, seed=0, labels=None):
     finally:
         model.train(was_training)
     return {key: float(xp.sum(xp.stack(values))) / x.shape[0] for key, values in sums.items()}
-
-
-def _need_vae(model, who):
-    from .models import VAE  # here: models is not needed to train, and imports much more
-
-    if not isinstance(model, VAE):
-        raise TypeError(f"{who} needs a VAE (an encoder q(z|x) with mu and logvar), got {type(model).__name__}")
 
 
 def _iwae_noise(model, a, b, s, t, k, eps, gen):
@@ -401,13 +361,13 @@ def iwae_bound(model, x, k=1000, batch_size=None, seed=0, eps=None, labels=None)
     (see ``_iwae_noise``). ``labels`` (N,): for a conditional model, which then
     bounds -log p(x|y).
     """
-    _need_vae(model, "iwae_bound")
+    need_vae(model, "iwae_bound")
     xp = B.get_xp()
-    _positive_int(k, "iwae_bound: k")
-    x = _as_data(model, x, "iwae_bound: x")
-    y = _labels(model, labels, x.shape[0], "iwae_bound: labels")
+    positive_int(k, "iwae_bound: k")
+    x = model_data(model, x, "iwae_bound: x")
+    y = model_labels(model, labels, x.shape[0], "iwae_bound: labels")
     n, latent = x.shape[0], model.latent_dim
-    batch_size = iwae_chunk_rows(model) if batch_size is None else _positive_int(batch_size, "iwae_bound: batch_size")
+    batch_size = iwae_chunk_rows(model) if batch_size is None else positive_int(batch_size, "iwae_bound: batch_size")
     if eps is not None:
         eps = B.asarray(eps, dtype=model.dtype)
         if tuple(eps.shape) != (n, k, latent):
@@ -438,11 +398,11 @@ def latent_variances(model, x, batch_size=1000, labels=None):
     The variance is over the examples of ``x`` (dividing by N), as in Burda et al.'s "active units". ``labels``
     (N,): for a conditional model, whose encoder also reads them.
     """
-    _need_vae(model, "latent_variances")
+    need_vae(model, "latent_variances")
     xp = B.get_xp()
-    _positive_int(batch_size, "latent_variances: batch_size")
-    x = _as_data(model, x, "latent_variances: x")
-    y = _labels(model, labels, x.shape[0], "latent_variances: labels")
+    positive_int(batch_size, "latent_variances: batch_size")
+    x = model_data(model, x, "latent_variances: x")
+    y = model_labels(model, labels, x.shape[0], "latent_variances: labels")
     mu = B.zeros((x.shape[0], model.latent_dim), model.dtype)
     for a, b in _chunks(x.shape[0], batch_size):
         mu[a:b, :] = _model_call(model.encode, x[a:b, :], None if y is None else y[a:b])[0]

@@ -1,0 +1,123 @@
+"""The registry of model kinds: kind name -> its class, its trainer, its optimizer and its data arguments.
+
+Everything that depends on *which* model is trained (the CLI's ``tinyvae train``, checkpoint loading) reads this one
+table instead of branching on the kind:
+
+    spec = KINDS["vae"]
+    model = spec.cls(**spec.data_args(data), latent_dim=2)      # or build(model.config()) to rebuild a saved one
+    optimizer = spec.optimizer(model, lr=1e-3)
+    history = spec.fit(model, data, optimizer, None, epochs=5, batch_size=128, seed=0, progress=False)
+
+Adding a kind is one call, beside its class (nothing in the CLI changes; its options come from ``options``):
+
+    register(Kind(GMVAE, options=("latent_dim", "hidden", "likelihood", "activation", "beta", "components")))
+
+``options`` are the constructor keywords a user may set from ``tinyvae train`` (each must be a row of
+``tinyvae.cli.train.MODEL_OPTIONS``, which maps a flag to its keyword; a new keyword needs a new row there);
+``data_args(data)`` the keywords computed from the data set; ``fit`` and ``training`` the training loop and the
+loop options it takes (``kl_warmup``, ``clip`` for ``train.fit``); ``optimizer(model, lr)`` and ``history`` what a
+checkpoint of the kind holds, so that ``--resume`` rebuilds them.
+"""
+from dataclasses import dataclass
+
+from . import gan, train
+from .checks import one_of
+from .errors import InputError
+from .conv_models import ConvAutoencoder, ConvVAE
+from .models import VAE, Autoencoder, ConditionalVAE, DenoisingAutoencoder
+from .optim import Adam
+
+
+def flat_input(data):
+    """The constructor keywords of an MLP model: the width of a flattened image."""
+    return {"input_dim": int(data.x_train.shape[1])}
+
+
+def image_input(data):
+    """The constructor keywords of a convolutional model: one channel of the data set's (height, width)."""
+    return {"image_shape": (1, *data.image_shape)}
+
+
+def labelled_input(data):
+    """A conditional model's keywords: the image width and the number of classes (the largest label + 1)."""
+    return {**flat_input(data), "num_classes": int(max(data.y_train.max(), data.y_test.max())) + 1}
+
+
+def adam(model, lr):
+    """One Adam over every parameter of the model."""
+    return Adam(model.parameters(), lr=lr)
+
+
+def fit_with_train(model, data, optimizer, history, *, epochs, batch_size, seed, progress, kl_warmup=0, clip=None):
+    """``train.fit`` on ``data``'s training split, validated on its test split (labels passed to a model that
+    needs them)."""
+    return train.fit(model, data.x_train, epochs, batch_size=batch_size, optimizer=optimizer, x_val=data.x_test,
+                     seed=seed, progress=progress, kl_warmup=kl_warmup, clip=clip, history=history,
+                     y_train=data.y_train, y_val=data.y_test)
+
+
+def fit_with_gan(model, data, optimizer, history, *, epochs, batch_size, seed, progress):
+    """The VAE-GAN's own loop ``gan.fit`` (``optimizer`` is its ``optim.PerNetwork``, one Adam per network)."""
+    return gan.fit(model, data.x_train, epochs, batch_size=batch_size, optimizers=optimizer, seed=seed,
+                   progress=progress, history=history)
+
+
+MLP = ("latent_dim", "hidden", "likelihood", "activation")
+CONV = ("latent_dim", "channels", "likelihood", "activation")
+OBJECTIVE = ("beta", "k")  # the VAE's KL weight and importance samples of its training objective
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How to build, train and resume one kind of model (see the module docstring)."""
+
+    cls: type
+    options: tuple
+    data_args: object = flat_input
+    fit: object = fit_with_train
+    training: tuple = ("kl_warmup", "clip")
+    optimizer: object = adam
+    history: type = train.History
+
+    @property
+    def name(self):
+        return self.cls.kind
+
+
+KINDS = {}   # kind name -> Kind
+MODELS = {}  # kind name -> class (the same table, for code that needs only the classes)
+
+
+def register(kind):
+    """Add ``kind`` (a ``Kind``) under ``kind.cls.kind``; returns it. A name registered twice is an error."""
+    if kind.name in KINDS:
+        raise ValueError(f"model kind {kind.name!r} is registered already (by {KINDS[kind.name].cls.__name__})")
+    KINDS[kind.name] = kind
+    MODELS[kind.name] = kind.cls
+    return kind
+
+
+register(Kind(Autoencoder, MLP))
+register(Kind(DenoisingAutoencoder, MLP + ("noise", "noise_level")))
+register(Kind(VAE, MLP + OBJECTIVE))
+register(Kind(ConditionalVAE, MLP + OBJECTIVE, data_args=labelled_input))
+register(Kind(ConvVAE, CONV + OBJECTIVE, data_args=image_input))
+register(Kind(ConvAutoencoder, CONV, data_args=image_input))
+register(Kind(gan.VAEGAN, ("latent_dim", "hidden", "activation", "beta", "disc_hidden", "gamma", "pixel_weight"),
+              fit=fit_with_gan, training=(), optimizer=gan.make_optimizers, history=gan.VAEGANHistory))
+
+
+
+
+def get(name):
+    """The ``Kind`` registered as ``name``, or an error listing the kinds."""
+    return KINDS[one_of(name, tuple(KINDS), "model")]
+
+
+def build(config):
+    """A new model from ``model.config()`` (the "model" key picks the kind)."""
+    config = dict(config)
+    kind = config.pop("model", None)
+    if kind not in KINDS:
+        raise InputError(f"unknown model {kind!r}: expected one of {', '.join(KINDS)}")
+    return KINDS[kind].cls(**config)
