@@ -107,7 +107,7 @@ An ``optim.PerNetwork`` (a VAE-GAN's one Adam per network) is saved as {"type": 
     return path
 
 
-def _read(path):
+def read_arrays(path):
     """Every array in the file, read eagerly so that a truncated member fails here, with the file named."""
     if not os.path.exists(path):
         raise MissingFileError(f"checkpoint {path} does not exist")
@@ -162,7 +162,7 @@ def load(path):
     unsupported format version, a missing or misshapen array) is a ValueError naming the file and the problem.
     """
     path = os.fspath(path)
-    arrays = _read(path)
+    arrays = read_arrays(path)
     config = _config(path, arrays)
     try:
         # A fixed generator: the initial weights are overwritten, and the global generator stays untouched.

@@ -94,10 +94,10 @@ def train_classifier(model, x, y, epochs=15, batch_size=128, lr=1e-3, seed=0, pr
 
 def load_pretrained(path=None, dtype=None):
     """The classifier with the shipped weights (or those in ``path``, as written by the training script)."""
-    from .checkpoint import _read  # reads an .npz eagerly, with a one-line error for a missing or corrupt file
+    from .checkpoint import read_arrays  # reads an .npz eagerly, with a one-line error for a missing or corrupt file
 
     path = WEIGHTS if path is None else Path(path)
-    arrays = _read(str(path))
+    arrays = read_arrays(str(path))
     shape = tuple(int(v) for v in arrays["hidden"])
     model = MLPClassifier(int(arrays["in_features"]), shape, int(arrays["num_classes"]), rng=0, dtype=dtype)
     model.load_state_dict({k: v for k, v in arrays.items() if k not in ("hidden", "in_features", "num_classes")})
