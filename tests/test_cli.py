@@ -372,7 +372,7 @@ def test_failed_download_keeps_every_line_and_leaves_no_cache_folder(tmp_path, m
     assert code == 2 and "Traceback" not in err and lines[0].startswith("tinyvae: error:")
     assert "every mirror failed" in lines[0]
     assert sum("http://127.0.0.1:9/" in line for line in lines[1:]) == 2, err  # each mirror and its reason
-    assert "by hand" in err
+    assert "by hand" in err and "--dataset FOLDER" in err  # what a CLI user passes (root= is the Python API's)
     assert not (tmp_path / "data").exists() and not (tmp_path / "r").exists()
 
 

@@ -23,6 +23,7 @@ from ..errors import TinyVAEError
 from .assignment import add_assignment
 from .common import SUBCOMMANDS, Parser, UsageError
 
+DESCRIPTION = "tinyvae: train, evaluate, sample, reconstruct, interpolate, compare-pca, gradcheck, score."
 COMMAND_MODULES = ("train", "evaluate", "images", "pca", "gradcheck")  # in the order of tinyvae --help
 for _name in COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}")
@@ -43,7 +44,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
 def build_parser():
     from .. import __version__
 
-    parser = Parser(prog="tinyvae", description=__doc__.splitlines()[0], formatter_class=_Formatter)
+    parser = Parser(prog="tinyvae", description=DESCRIPTION, formatter_class=_Formatter)
     parser.add_argument("--version", action="version", version=f"tinyvae {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, (help, arguments, run) in SUBCOMMANDS.items():
