@@ -34,6 +34,7 @@ from .models import VAE
 from .module import Module, Sequential
 from .optim import Adam, PerNetwork, check_holds
 from .checks import model_data, positive_int
+from .errors import InputError
 from .train import History, history_and_start
 
 
@@ -171,9 +172,11 @@ class VAEGAN(VAE):
         disc_hidden = [disc_hidden] if isinstance(disc_hidden, int) else list(disc_hidden)
         for name, value in (("gamma", gamma), ("pixel_weight", pixel_weight)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"VAEGAN: {name} must be a finite number >= 0, got {value!r}")
-        if not disc_hidden or any(not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in disc_hidden):
-            raise ValueError(f"VAEGAN: disc_hidden must be one or more positive ints, got {disc_hidden!r}")
+                raise InputError(f"VAEGAN: {name} must be a finite number >= 0, got {value!r}")
+        if not disc_hidden:
+            raise InputError("VAEGAN: disc_hidden must name one or more hidden layers, e.g. (512, 256)")
+        for h in disc_hidden:
+            positive_int(h, "VAEGAN: disc_hidden")
         self.disc_hidden, self.gamma, self.pixel_weight = disc_hidden, float(gamma), float(pixel_weight)
         self.negative_slope = float(negative_slope)
         self.discriminator = Discriminator(input_dim, disc_hidden, negative_slope, dtype, rng)

@@ -8,9 +8,10 @@ table instead of branching on the kind:
     optimizer = spec.optimizer(model, lr=1e-3)
     history = spec.fit(model, data, optimizer, None, epochs=5, batch_size=128, seed=0, progress=False)
 
-Adding a kind is one call, beside its class (nothing in the CLI changes; its options come from ``options``):
+Adding a kind is one entry here: import its class at the top of this file and register it below the others
+(nothing in the CLI changes: ``tinyvae train --model gmvae`` and checkpoint loading read this table), e.g.
 
-    register(Kind(GMVAE, options=("latent_dim", "hidden", "likelihood", "activation", "beta", "components")))
+    register(Kind(GMVAE, MLP + OBJECTIVE, data_args=labelled_input))
 
 ``options`` are the constructor keywords a user may set from ``tinyvae train`` (each must be a row of
 ``tinyvae.cli.train.MODEL_OPTIONS``, which maps a flag to its keyword; a new keyword needs a new row there);

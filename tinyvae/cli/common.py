@@ -3,6 +3,7 @@ import argparse
 import json
 
 from .. import backend as B
+from .. import checkpoint, datasets
 from ..errors import TinyVAEError
 from ..files import atomic_write
 
@@ -104,7 +105,7 @@ def plural(n, word):
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def a(name):
+def with_article(name):
     """``name`` with its indefinite article: "an Autoencoder", "a VAE"."""
     return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
@@ -127,14 +128,10 @@ def table(rows, headers):
 
 # ------------------------------------------------------------------------------------------------------- inputs
 def load_data(name, progress=True):
-    from .. import datasets
-
     return datasets.load(name, progress=progress)
 
 
 def load_checkpoint(path):
-    from .. import checkpoint
-
     return checkpoint.load(path)
 
 

@@ -1,7 +1,8 @@
 """``tinyvae evaluate`` (the test figures of a checkpoint) and ``tinyvae score`` (the quality of its samples)."""
 from .. import backend as B
-from .common import UsageError, a, add_checkpoint, at_least, checkpoint_and_data, load_checkpoint, load_data, \
-    subcommand, write_json
+from .. import metrics
+from .common import UsageError, add_checkpoint, at_least, checkpoint_and_data, load_checkpoint, load_data, \
+    subcommand, with_article, write_json
 from .report import print_figures, test_figures
 
 
@@ -35,7 +36,7 @@ def _args_score(p):
 def _scorable(model, args):
     """An error for a model without a prior, or one whose images the classifier cannot read."""
     if not hasattr(model, "sample"):
-        raise UsageError(f"tinyvae score: error: {args.checkpoint} holds {a(type(model).__name__)}, which "
+        raise UsageError(f"tinyvae score: error: {args.checkpoint} holds {with_article(type(model).__name__)}, which "
                          "has no prior to sample from: score a generative model (vae, cvae, vaegan)")
     if getattr(model, "input_dim", 784) != 784:
         raise UsageError("tinyvae score: error: the classifier scores 28x28 digits (784 pixels); "
@@ -44,8 +45,6 @@ def _scorable(model, args):
 
 @subcommand("score", "sample quality of a generative checkpoint (Frechet distance, sharpness, ...)", _args_score)
 def cmd_score(args):
-    from .. import metrics
-
     B.use(args.backend)
     ckpt = load_checkpoint(args.checkpoint)
     _scorable(ckpt.model, args)

@@ -1,4 +1,8 @@
-"""The figures ``tinyvae train`` writes into a run folder, chosen by what the model can do (not by its kind)."""
+"""The figures ``tinyvae train`` writes into a run folder, chosen by what the model can do (not by its kind).
+
+tinyvae.plots (matplotlib: a second or more to import) is imported by the commands that draw, when they draw.
+"""
+from ..models import loss_units
 
 # Every file name a run's figures may take: a replaced or resumed run removes them before writing its own.
 FIGURES = ("curves.png", "reconstructions.png", "latent_space.png", "interpolation.png", "samples.png",
@@ -13,7 +17,6 @@ def remove_figures(out):
 def write_figures(model, data, history, out, seed):
     """Write the run's figures into ``out``; returns how many."""
     from .. import plots
-    from ..models import loss_units
 
     x_test, labels = data.x_test, data.y_test
     written = [plots.training_curves(history, path=out / "curves.png", units=loss_units(model))]

@@ -1,7 +1,11 @@
-"""``tinyvae sample``, ``reconstruct`` and ``interpolate``: one figure of a trained model each."""
+"""``tinyvae sample``, ``reconstruct`` and ``interpolate``: one figure of a trained model each.
+
+Each command imports tinyvae.plots when it draws (matplotlib takes a second or more to import: the other commands
+start without it).
+"""
 from .. import backend as B
-from .common import UsageError, a, add_checkpoint, at_least, between, checkpoint_and_data, load_checkpoint, \
-    subcommand, unconditional
+from .common import UsageError, add_checkpoint, at_least, between, checkpoint_and_data, load_checkpoint, \
+    subcommand, unconditional, with_article
 
 
 def _args_sample(p):
@@ -31,7 +35,7 @@ def cmd_sample(args):
 
     B.use(args.backend)
     model = load_checkpoint(args.checkpoint).model
-    name = a(type(model).__name__)
+    name = with_article(type(model).__name__)
     if not hasattr(model, "sample"):
         raise UsageError(f"tinyvae sample: error: {args.checkpoint} holds {name}, which has no prior to sample "
                          "from: train a VAE (tinyvae train --model vae)")

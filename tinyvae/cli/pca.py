@@ -1,5 +1,6 @@
 """``tinyvae compare-pca``: an autoencoder's test error against PCA's at several latent sizes."""
 from .. import backend as B
+from ..experiments import ae_vs_pca
 from .common import DATASET_HELP, add_common, at_least, int_list, load_data, plural, subcommand, table
 
 
@@ -16,7 +17,6 @@ def _args_compare_pca(p):
 @subcommand("compare-pca", "autoencoder vs PCA test error at several latent sizes", _args_compare_pca)
 def cmd_compare_pca(args):
     from .. import plots
-    from ..experiments import ae_vs_pca
 
     B.use(args.backend)
     data = load_data(args.dataset, progress=False)

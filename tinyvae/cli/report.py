@@ -1,11 +1,11 @@
 """The test figures that ``train`` and ``evaluate`` print, and the lines that say what they measure."""
+from ..models import recon_constant
+from ..train import active_units, evaluate, iwae_bound
 from .common import table
 
 
 def units_lines(model):
     """What the printed figures measure, for the model's likelihood (printed under every table of test figures)."""
-    from ..models import recon_constant
-
     if model.likelihood == "bernoulli":
         lines = ["units: nats per image, -log p(x|z) of a Bernoulli likelihood on the pixels. On grey-level pixels "
                  "(the default data) these",
@@ -38,9 +38,6 @@ def test_figures(model, x, k=100, n_iwae=1000, labels=None):
 
     ``labels`` (the test labels) are used by a conditional model only (its figures are then given the labels).
     """
-    from ..models import recon_constant
-    from ..train import active_units, evaluate, iwae_bound
-
     labels = labels if getattr(model, "needs_labels", False) else None
     test = evaluate(model, x, labels=labels)
     const = recon_constant(model)

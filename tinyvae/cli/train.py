@@ -12,8 +12,11 @@ from datetime import datetime
 from pathlib import Path
 
 from .. import backend as B
+from .. import checkpoint
+from ..kinds import KINDS
 from .common import (DATASET_HELP, UsageError, add_common, at_least, int_list, load_checkpoint, load_data, plural,
                      positive_float, subcommand, write_json)
+from .figures import remove_figures, write_figures
 from .report import print_figures, test_figures, units_lines
 
 RUNS = Path("runs")  # new runs go to runs/<model>-<date>-<time>; runs/latest points at the newest
@@ -71,8 +74,6 @@ LOOP = {"kl_warmup", "clip"}  # options of the training loop, taken by the kinds
 
 
 def _args_train(p):
-    from ..kinds import KINDS
-
     p.add_argument("--model", choices=tuple(KINDS), help="which model to train (default: vae)")
     p.add_argument("--dataset", help=f"{DATASET_HELP} (default: mnist-small)")
     p.add_argument("--epochs", type=at_least(1), default=20, help="epochs to train (more epochs with --resume)")
@@ -98,8 +99,6 @@ def _args_train(p):
 # ------------------------------------------------------------------------------------------------ the options
 def _refuse_foreign(args, kind):
     """An error for a given option that ``kind`` does not take, naming the option, the model and those that do."""
-    from ..kinds import KINDS
-
     for o in MODEL_OPTIONS:
         value = getattr(args, o.keyword)
         if value is not None and o.keyword not in kind.options:
@@ -125,8 +124,6 @@ def model_kwargs(args, kind, data):
 
 def _new_run(args):
     """(model, optimizer, None, data) of a new run; the options not given take their defaults."""
-    from ..kinds import KINDS
-
     kind = KINDS[args.model or TRAINING["model"][1]]
     _refuse_foreign(args, kind)
     for name, (_, default) in TRAINING.items():
@@ -151,8 +148,6 @@ def _refuse_changed(args, given, saved, source):
 
 def _resumed_run(args):
     """(model, optimizer, history, data) from ``RUN_DIR/model.npz``; options given must match the checkpoint's."""
-    from ..kinds import KINDS
-
     path = Path(args.resume) / "model.npz"
     if not path.is_file():
         raise UsageError(f"{ERROR} --resume {args.resume}: no {path} (give the --out folder of an earlier "
@@ -247,9 +242,6 @@ def _train(model, kind, data, args, optimizer, history):
 
 def _write_run(out, model, optimizer, history, data, figures, args):
     """The checkpoint, metrics.json and (unless --no-figures) the figures; returns how many figures."""
-    from .. import checkpoint
-    from .figures import remove_figures, write_figures
-
     train_options = {name: getattr(args, name) for name in TRAINING if name not in ("model", "dtype")}
     checkpoint.save(model, out / "model.npz", optimizer, dataset=data.name, epochs=len(history), seed=args.seed,
                     history=history.to_dict(), train=train_options)
@@ -263,8 +255,6 @@ def _write_run(out, model, optimizer, history, data, figures, args):
 @subcommand("train", "train a model; write the checkpoint, metrics.json and figures to a new run folder",
             _args_train)
 def cmd_train(args):
-    from ..kinds import KINDS
-
     B.use(args.backend)
     out = _output_folder(args)
     model, optimizer, history, data = (_new_run if args.resume is None else _resumed_run)(args)
