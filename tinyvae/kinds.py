@@ -17,7 +17,7 @@ Adding a kind is one entry here: import its class at the top of this file and re
 ``tinyvae.cli.train.MODEL_OPTIONS``, which maps a flag to its keyword; a new keyword needs a new row there);
 ``data_args(data)`` the keywords computed from the data set; ``fit`` and ``training`` the training loop and the
 loop options it takes (``kl_warmup``, ``clip`` for ``train.fit``); ``optimizer(model, lr)`` and ``history`` what a
-checkpoint of the kind holds, so that ``--resume`` rebuilds them.
+checkpoint of the kind holds, so that ``--resume`` rebuilds them; ``note`` a line printed under its test figures.
 """
 from dataclasses import dataclass
 
@@ -79,6 +79,7 @@ class Kind:
     training: tuple = ("kl_warmup", "clip")
     optimizer: object = adam
     history: type = train.History
+    note: str = ""  # a line printed under the model's test figures, where they need one
 
     @property
     def name(self):
@@ -105,7 +106,10 @@ register(Kind(ConditionalVAE, MLP + OBJECTIVE, data_args=labelled_input))
 register(Kind(ConvVAE, CONV + OBJECTIVE, data_args=image_input))
 register(Kind(ConvAutoencoder, CONV, data_args=image_input))
 register(Kind(gan.VAEGAN, ("latent_dim", "hidden", "activation", "beta", "disc_hidden", "gamma", "pixel_weight"),
-              fit=fit_with_gan, training=(), optimizer=gan.make_optimizers, history=gan.VAEGANHistory))
+              fit=fit_with_gan, training=(), optimizer=gan.make_optimizers, history=gan.VAEGANHistory,
+              note="The VAE-GAN trains on discriminator features and a GAN loss (+ pixel_weight x the pixel BCE), "
+                   "not on this ELBO: the test figures score its encoder and decoder as a VAE; `tinyvae score` "
+                   "measures its samples."))
 
 
 

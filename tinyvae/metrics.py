@@ -5,7 +5,6 @@ features) in place of Inception: it is NOT comparable to published FIDs. Lower i
 """
 from . import backend as B
 from . import classifier as C
-from . import losses
 from .checks import check_batch, check_labels
 
 

@@ -1,4 +1,5 @@
 """The test figures that ``train`` and ``evaluate`` print, and the lines that say what they measure."""
+from ..kinds import KINDS
 from ..models import recon_constant
 from ..train import active_units, evaluate, iwae_bound
 from .common import table
@@ -11,11 +12,7 @@ def units_lines(model):
                  "(the default data) these",
                  "figures are not comparable with binarized-MNIST results in the literature: use --dataset "
                  "mnist-binarized for that."]
-        if model.kind == "vaegan":
-            lines.append("The VAE-GAN trains on discriminator features and a GAN loss (+ pixel_weight x the pixel "
-                         "BCE), not on this ELBO: the test figures score its encoder and decoder as a VAE; "
-                         "`tinyvae score` measures its samples.")
-        return lines
+        return lines + ([KINDS[model.kind].note] if KINDS[model.kind].note else [])
     return [f"units: nats per image, -log N(x; mean, I/2): the squared error plus D/2 log(pi) = "
             f"{recon_constant(model):.2f} nats (D = {model.input_dim}),",
             "so loss, recon and the IWAE bound are on the same footing; 'squared error' is the error alone."]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .. import backend as B
 from .. import checkpoint
+from ..errors import TinyVAEError
 from ..kinds import KINDS
 from .common import (DATASET_HELP, UsageError, add_common, at_least, int_list, load_checkpoint, load_data, plural,
                      positive_float, subcommand, write_json)
@@ -132,7 +133,7 @@ def _new_run(args):
     data = load_data(args.dataset, progress=not args.quiet)
     try:
         model = kind.cls(**model_kwargs(args, kind, data))
-    except ValueError as err:  # a value out of the model's range (--beta -1): the model's own message
+    except TinyVAEError as err:  # a value out of the model's range (--beta -1): the model's own message
         raise UsageError(f"{ERROR} {err}") from None
     return model, kind.optimizer(model, args.lr), None, data
 
