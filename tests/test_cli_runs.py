@@ -116,12 +116,39 @@ def test_an_option_the_model_does_not_take_is_refused_by_name(model, option, fra
 
 
 def test_every_model_option_is_taken_by_some_kind_and_every_kind_option_has_a_flag():
-    from tinyvae.cli.train import MODEL_OPTIONS
-    from tinyvae.kinds import KINDS
+    from tinyvae.kinds import KINDS, OPTIONS
 
-    keywords = {o.keyword for o in MODEL_OPTIONS}
-    taken = {k for kind in KINDS.values() for k in kind.options}
-    assert keywords == taken
+    assert set(OPTIONS) == {k for kind in KINDS.values() for k in kind.options}
+
+
+def test_a_new_kind_is_one_registry_entry_and_the_cli_offers_it(tmp_path, capsys):
+    """A kind registered with an option of its own: tinyvae train takes it, refuses it elsewhere, and trains."""
+    from tinyvae import kinds
+    from tinyvae.models import VAE
+
+    class WideVAE(VAE):  # a stand-in for a new model: a VAE whose hidden width is given as one number
+        kind = "widevae"
+        _config_keys = tuple(k for k in VAE._config_keys if k != "hidden") + ("width",)
+
+        def __init__(self, width=8, **kwargs):
+            self.width = width
+            super().__init__(hidden=(width,), **kwargs)
+
+    tables = (kinds.KINDS, kinds.MODELS, kinds.OPTIONS)
+    saved = [dict(t) for t in tables]
+    try:
+        kinds.register(kinds.Kind(WideVAE, ("latent_dim", "width", "beta"),
+                                  new_options=(kinds.Option("--width", "width", 8, "int", "hidden width", "width"),)))
+        code, out, err = run_cli(["train", "--model", "widevae", "--width", "12", "--latent", "2", "--epochs", "1",
+                                  "--quiet", "--no-figures", "--out", tmp_path / "w"], capsys)
+        assert code == 0, err
+        assert kinds.build(tinyvae.load(tmp_path / "w" / "model.npz").model.config()).width == 12
+        code, _, err = run_cli(["train", "--model", "vae", "--width", "12", "--epochs", "1", "--quiet"], capsys)
+        one_line_error(code, err, "--width 12", "--model vae has no width (it applies to --model widevae)")
+    finally:
+        for table, before in zip(tables, saved):
+            table.clear()
+            table.update(before)
 
 
 # ------------------------------------------------------------------------------------------ -ELBO vs the loss

@@ -13,8 +13,9 @@ Adding a kind is one entry here: import its class at the top of this file and re
 
     register(Kind(GMVAE, MLP + OBJECTIVE, data_args=labelled_input))
 
-``options`` are the constructor keywords a user may set from ``tinyvae train`` (each must be a row of
-``tinyvae.cli.train.MODEL_OPTIONS``, which maps a flag to its keyword; a new keyword needs a new row there);
+``options`` are the constructor keywords a user may set from ``tinyvae train``: each is an ``Option`` of ``OPTIONS``
+(its flag, default and help); a kind with a keyword of its own brings it as ``Kind(..., new_options=(Option(...),))``
+and the flag appears in ``tinyvae train --help``;
 ``data_args(data)`` the keywords computed from the data set; ``fit`` and ``training`` the training loop and the
 loop options it takes (``kl_warmup``, ``clip`` for ``train.fit``); ``optimizer(model, lr)`` and ``history`` what a
 checkpoint of the kind holds, so that ``--resume`` rebuilds them; ``note`` a line printed under its test figures.
@@ -63,6 +64,44 @@ def fit_with_gan(model, data, optimizer, history, *, epochs, batch_size, seed, p
                    progress=progress, history=history)
 
 
+@dataclass(frozen=True)
+class Option:
+    """A model option of ``tinyvae train``: its flag, the constructor keyword it sets, its default (None: the
+    model's own), what it reads ("int": an int >= 1, "ints": 400,200, "float", or a tuple of choices), its help,
+    and what a model without it lacks (said when the option is refused: "--model ae has no KL term")."""
+
+    flag: str
+    keyword: str
+    default: object
+    reads: object
+    help: str
+    what: str
+
+
+OPTIONS = {o.keyword: o for o in (
+    Option("--latent", "latent_dim", 20, "int", "latent dimensions (2 adds the manifold figure)", "latent size"),
+    Option("--hidden", "hidden", [400], "ints", "hidden layer sizes, e.g. 400 or 512,256", "hidden layers"),
+    Option("--channels", "channels", [32, 64], "ints", "channels of the stride-2 convolutions, e.g. 32,64",
+           "convolutions"),
+    Option("--beta", "beta", None, "float", "weight of the KL term (1 for vae, 4 for cvae)", "KL term"),
+    Option("--likelihood", "likelihood", "bernoulli", ("bernoulli", "gaussian"),
+           "decoder likelihood: Bernoulli (BCE, nats) or Gaussian N(x; mean, I/2)", "choice of likelihood"),
+    Option("--activation", "activation", "relu", ("relu", "leaky_relu", "tanh", "sigmoid", "softplus"),
+           "hidden activation", "choice of activation"),
+    Option("--noise", "noise", "gaussian", ("gaussian", "masking"), "the corruption of a denoising autoencoder",
+           "input corruption"),
+    Option("--noise-level", "noise_level", 0.5, "float", "noise std or masking probability", "input corruption"),
+    Option("--disc-hidden", "disc_hidden", None, "ints", "the discriminator's hidden layer sizes, e.g. 512,256",
+           "discriminator"),
+    Option("--gamma", "gamma", None, "float",
+           "weight of the decoder's reconstruction term against its GAN term, e.g. 0.03", "GAN term"),
+    Option("--pixel-weight", "pixel_weight", None, "float",
+           "weight of the pixel BCE in the reconstruction term, 0 for Larsen's discriminator features alone",
+           "discriminator"),
+    Option("--train-k", "k", 1, "int", "importance samples per image in the TRAINING objective: k > 1 trains on the "
+           "IWAE bound, 1 is the plain ELBO (the test bound's own k is tinyvae evaluate --k)",
+           "importance-weighted objective"),
+)}
 MLP = ("latent_dim", "hidden", "likelihood", "activation")
 CONV = ("latent_dim", "channels", "likelihood", "activation")
 OBJECTIVE = ("beta", "k")  # the VAE's KL weight and importance samples of its training objective
@@ -80,6 +119,7 @@ class Kind:
     optimizer: object = adam
     history: type = train.History
     note: str = ""  # a line printed under the model's test figures, where they need one
+    new_options: tuple = ()  # Options of keywords no other kind takes, added to OPTIONS by register
 
     @property
     def name(self):
@@ -94,6 +134,11 @@ def register(kind):
     """Add ``kind`` (a ``Kind``) under ``kind.cls.kind``; returns it. A name registered twice is an error."""
     if kind.name in KINDS:
         raise ValueError(f"model kind {kind.name!r} is registered already (by {KINDS[kind.name].cls.__name__})")
+    OPTIONS.update({o.keyword: o for o in kind.new_options})
+    unknown = sorted(set(kind.options) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"model kind {kind.name!r} takes {unknown}, which no Option describes: pass "
+                         "new_options=(Option(...),)")
     KINDS[kind.name] = kind
     MODELS[kind.name] = kind.cls
     return kind

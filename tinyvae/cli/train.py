@@ -14,7 +14,7 @@ from pathlib import Path
 from .. import backend as B
 from .. import checkpoint
 from ..errors import TinyVAEError
-from ..kinds import KINDS
+from ..kinds import KINDS, OPTIONS
 from .common import (DATASET_HELP, UsageError, add_common, at_least, int_list, load_checkpoint, load_data, plural,
                      positive_float, subcommand, write_json)
 from .figures import remove_figures, write_figures
@@ -24,14 +24,7 @@ RUNS = Path("runs")  # new runs go to runs/<model>-<date>-<time>; runs/latest po
 ERROR = "tinyvae train: error:"
 
 
-class Option:
-    """One model option of ``tinyvae train``: its flag, the constructor keyword it sets and its default."""
-
-    def __init__(self, flag, keyword, default, help, what, **argparse_kwargs):
-        self.flag, self.keyword, self.default, self.what = flag, keyword, default, what
-        shown = "the model's own" if default is None else _text(default)
-        self.help = f"{help} (default: {shown})"
-        self.argparse_kwargs = argparse_kwargs
+READS = {"int": at_least(1), "ints": int_list, "float": float}  # how a kinds.Option's value is parsed
 
 
 def _text(value):
@@ -39,34 +32,6 @@ def _text(value):
     return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
-# A model takes the rows whose keyword its kind lists in ``kinds.Kind.options``.
-MODEL_OPTIONS = [
-    Option("--latent", "latent_dim", 20, "latent dimensions (2 adds the manifold figure)", "latent size",
-           type=at_least(1)),
-    Option("--hidden", "hidden", [400], "hidden layer sizes, e.g. 400 or 512,256", "hidden layers", type=int_list),
-    Option("--channels", "channels", [32, 64], "channels of the stride-2 convolutions, e.g. 32,64",
-           "convolutions", type=int_list),
-    Option("--beta", "beta", None, "weight of the KL term (1 for vae, 4 for cvae)", "KL term", type=float),
-    Option("--likelihood", "likelihood", "bernoulli",
-           "decoder likelihood: Bernoulli (BCE, nats) or Gaussian N(x; mean, I/2)", "choice of likelihood",
-           choices=("bernoulli", "gaussian")),
-    Option("--activation", "activation", "relu", "hidden activation", "choice of activation",
-           choices=("relu", "leaky_relu", "tanh", "sigmoid", "softplus")),
-    Option("--noise", "noise", "gaussian", "the corruption of a denoising autoencoder", "input corruption",
-           choices=("gaussian", "masking")),
-    Option("--noise-level", "noise_level", 0.5, "noise std or masking probability", "input corruption",
-           type=float),
-    Option("--disc-hidden", "disc_hidden", None, "the discriminator's hidden layer sizes (512,256)",
-           "discriminator", type=int_list),
-    Option("--gamma", "gamma", None, "weight of the decoder's reconstruction term against its GAN term (0.03)",
-           "GAN term", type=float),
-    Option("--pixel-weight", "pixel_weight", None,
-           "weight of the pixel BCE in the reconstruction term, 0 for Larsen's discriminator features alone (1)",
-           "discriminator", type=float),
-    Option("--train-k", "k", 1, "importance samples per image in the TRAINING objective: k > 1 trains on the IWAE "
-           "bound, 1 is the plain ELBO (the test bound's own k is tinyvae evaluate --k)",
-           "importance-weighted objective", type=at_least(1)),
-]
 # What a run records and --resume keeps: name -> (flag, default for a new run).
 TRAINING = {"model": ("--model", "vae"), "dataset": ("--dataset", "mnist-small"), "batch_size": ("--batch-size", 128),
             "kl_warmup": ("--kl-warmup", 0), "clip": ("--clip", None), "seed": ("--seed", 0), "lr": ("--lr", 1e-3),
@@ -78,9 +43,12 @@ def _args_train(p):
     p.add_argument("--model", choices=tuple(KINDS), help="which model to train (default: vae)")
     p.add_argument("--dataset", help=f"{DATASET_HELP} (default: mnist-small)")
     p.add_argument("--epochs", type=at_least(1), default=20, help="epochs to train (more epochs with --resume)")
-    for o in MODEL_OPTIONS:
-        takers = ", ".join(name for name, kind in KINDS.items() if o.keyword in kind.options)
-        p.add_argument(o.flag, dest=o.keyword, help=f"{o.help} [{takers}]", **o.argparse_kwargs)
+    for o in OPTIONS.values():
+        takers = [name for name, kind in KINDS.items() if o.keyword in kind.options]
+        models = "" if len(takers) == len(KINDS) else f"; --model {', '.join(takers)}"
+        reads = {"choices": o.reads} if isinstance(o.reads, tuple) else {"type": READS[o.reads]}
+        shown = "the model's own" if o.default is None else _text(o.default)
+        p.add_argument(o.flag, dest=o.keyword, help=f"{o.help} (default: {shown}{models})", **reads)
     p.add_argument("--kl-warmup", type=at_least(0), help="epochs over which beta rises from 0 (default: 0)")
     p.add_argument("--lr", type=positive_float, help="Adam learning rate (default: 0.001)")
     p.add_argument("--clip", type=positive_float, help="largest joint L2 norm of the gradients (default: no clipping)")
@@ -100,12 +68,12 @@ def _args_train(p):
 # ------------------------------------------------------------------------------------------------ the options
 def _refuse_foreign(args, kind):
     """An error for a given option that ``kind`` does not take, naming the option, the model and those that do."""
-    for o in MODEL_OPTIONS:
+    for o in OPTIONS.values():
         value = getattr(args, o.keyword)
         if value is not None and o.keyword not in kind.options:
             takers = [name for name, k in KINDS.items() if o.keyword in k.options]
             raise UsageError(f"{ERROR} {o.flag} {_text(value)}: --model {kind.name} has no {o.what} "
-                             f"({', '.join(takers)} have)")
+                             f"(it applies to --model {', '.join(takers)})")
     for name in sorted(LOOP - set(kind.training)):
         if getattr(args, name) is not None:
             raise UsageError(f"{ERROR} {TRAINING[name][0]}: --model {kind.name} trains with its own loop, which "
@@ -115,7 +83,7 @@ def _refuse_foreign(args, kind):
 def model_kwargs(args, kind, data):
     """The constructor arguments of a new run: the options ``kind`` takes (given, or their defaults), the data's."""
     kwargs = {"dtype": args.dtype, "rng": args.seed, **kind.data_args(data)}
-    for o in MODEL_OPTIONS:
+    for o in OPTIONS.values():
         value = getattr(args, o.keyword)
         value = o.default if value is None else value
         if o.keyword in kind.options and value is not None:
@@ -162,7 +130,7 @@ def _resumed_run(args):
                     saved, "the checkpoint's training options")
     _refuse_foreign(args, kind)
     _refuse_changed(args, {o.keyword: (o.flag, _config_value(getattr(args, o.keyword), config.get(o.keyword)))
-                           for o in MODEL_OPTIONS if getattr(args, o.keyword) is not None},
+                           for o in OPTIONS.values() if getattr(args, o.keyword) is not None},
                     config, "the checkpoint's model")
     for name in TRAINING:
         setattr(args, name, saved.get(name, TRAINING[name][1]))
