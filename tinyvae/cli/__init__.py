@@ -1,11 +1,11 @@
 """The ``tinyvae`` command: train, evaluate, sample, reconstruct, interpolate, compare-pca, gradcheck, score.
 Where tinyvae/instructor/ exists (never in a student copy) it also has `assignment make|grade|gradescope`.
 
-One module per command group, each registering its commands with ``common.subcommand``:
-train.py (train, --resume), evaluate.py (evaluate, score), images.py (sample, reconstruct, interpolate), pca.py
-(compare-pca), gradcheck.py, assignment.py (the instructor's commands, from tinyvae.instructor.cli). A new command
-group is a new module with ``@subcommand(...)`` and one name in ``COMMAND_MODULES`` below. A new model kind needs
-nothing here: ``tinyvae.kinds.register`` adds it to ``train --model``.
+One module per command group, each registering its commands with ``common.subcommand``: train.py (train,
+--resume), evaluate.py (evaluate, score), images.py (sample, reconstruct, interpolate), pca.py (compare-pca),
+gradcheck.py; ``add_assignment`` below adds the instructor's commands (tinyvae.instructor.cli). A new command group
+is a new module with ``@subcommand(...)``, imported below. A new model kind needs nothing here:
+``tinyvae.kinds.register`` adds it to ``train --model``.
 
 What main reports as a mistake: a ``tinyvae.TinyVAEError`` (a bad option, an unknown name, a corrupt checkpoint, an
 unavailable backend, a failed download) and an ``OSError`` (a file or folder that cannot be read or written). Each
@@ -15,20 +15,26 @@ exception is a bug in tinyvae and shows its traceback. Output cut short by a clo
 ends quietly.
 """
 import argparse
-import importlib
 import os
 import sys
+from pathlib import Path
 
 from ..errors import TinyVAEError
-from .assignment import add_assignment
 from .common import SUBCOMMANDS, Parser, UsageError
+# Each command module registers its commands when imported, in the order of tinyvae --help.
+from . import train, evaluate, images, pca, gradcheck  # noqa: F401, I001
 
 DESCRIPTION = "tinyvae: train, evaluate, sample, reconstruct, interpolate, compare-pca, gradcheck, score."
-COMMAND_MODULES = ("train", "evaluate", "images", "pca", "gradcheck")  # in the order of tinyvae --help
-for _name in COMMAND_MODULES:
-    importlib.import_module(f"{__name__}.{_name}")
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS", "UsageError"]
+
+
+def add_assignment(sub):
+    """tinyvae assignment make|grade|gradescope, where tinyvae/instructor/ exists (never in a student copy)."""
+    if (Path(__file__).resolve().parents[1] / "instructor" / "__init__.py").is_file():
+        from ..instructor.cli import add_assignment_commands
+
+        add_assignment_commands(sub)
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
