@@ -23,9 +23,8 @@ checkpoint of the kind holds, so that ``--resume`` rebuilds them; ``note`` a lin
 from dataclasses import dataclass
 
 from . import gan, train
-from .checks import one_of
-from .errors import InputError
 from .conv_models import ConvAutoencoder, ConvVAE
+from .errors import InputError
 from .models import VAE, Autoencoder, ConditionalVAE, DenoisingAutoencoder
 from .optim import Adam
 
@@ -134,11 +133,12 @@ def register(kind):
     """Add ``kind`` (a ``Kind``) under ``kind.cls.kind``; returns it. A name registered twice is an error."""
     if kind.name in KINDS:
         raise ValueError(f"model kind {kind.name!r} is registered already (by {KINDS[kind.name].cls.__name__})")
-    OPTIONS.update({o.keyword: o for o in kind.new_options})
-    unknown = sorted(set(kind.options) - set(OPTIONS))
+    new = {o.keyword: o for o in kind.new_options}
+    unknown = sorted(set(kind.options) - set(OPTIONS) - set(new))
     if unknown:
         raise ValueError(f"model kind {kind.name!r} takes {unknown}, which no Option describes: pass "
                          "new_options=(Option(...),)")
+    OPTIONS.update(new)
     KINDS[kind.name] = kind
     MODELS[kind.name] = kind.cls
     return kind
@@ -157,11 +157,6 @@ register(Kind(gan.VAEGAN, ("latent_dim", "hidden", "activation", "beta", "disc_h
                    "measures its samples."))
 
 
-
-
-def get(name):
-    """The ``Kind`` registered as ``name``, or an error listing the kinds."""
-    return KINDS[one_of(name, tuple(KINDS), "model")]
 
 
 def build(config):
