@@ -7,7 +7,7 @@ import pytest
 
 import tinyvae as tv
 from tinyvae import backend as B
-from tinyvae import checkpoint, datasets, gan, models
+from tinyvae import checkpoint, datasets, gan, kinds, models
 from tinyvae.activations import LeakyReLU, ReLU
 from tinyvae.gradcheck import check_gradients, numerical_gradient, rel_error
 
@@ -153,9 +153,9 @@ def test_feature_matching_value_and_gradient():
 
 
 def test_model_registry_config_and_vae_methods():
-    model = models.MODELS["vaegan"](input_dim=784, hidden=(16,), latent_dim=4, rng=0)
+    model = kinds.MODELS["vaegan"](input_dim=784, hidden=(16,), latent_dim=4, rng=0)
     assert isinstance(model, tv.VAE) and model.kind == "vaegan"
-    rebuilt = models.build(model.config())
+    rebuilt = kinds.build(model.config())
     assert rebuilt.config() == model.config()
     assert tuple(model.sample(5, rng=0).shape) == (5, 784)
     assert tuple(model.reconstruct(X[:3]).shape) == (3, 784)

@@ -4,7 +4,8 @@
     tv.use("numpy")            # or "cupy" for a GPU, or "strict" to test that no code escapes the backend
     layer = tv.Dense(784, 400)
 """
-from . import backend, checkpoint, conv, datasets, experiments, gan, gradcheck, iwae, losses, models, optim, train
+from . import backend, checkpoint, conv, datasets, experiments, gan, gradcheck, iwae, kinds, losses, models, optim
+from . import train
 from .activations import ACTIVATIONS, Identity, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh, get_activation
 from .backend import (
     BackendUnavailable,
@@ -23,6 +24,7 @@ from .backend import (
 from .checkpoint import Checkpoint, load, save
 from .conv import Conv2d, ConvTranspose2d, Flatten, Unflatten
 from .conv_models import ConvAutoencoder, ConvVAE
+from .errors import TinyVAEError
 from .gan import VAEGAN, Discriminator
 from .layers import Dense
 from .models import VAE, Autoencoder, DenoisingAutoencoder, LossParts
@@ -38,7 +40,7 @@ __version__ = "0.1.0"
 __all__ = [
     # the backend switch
     "use", "use_plain", "backend_name", "get_xp", "asarray", "to_numpy", "default_dtype", "set_default_dtype",
-    "Generator", "as_generator", "seed", "BackendUnavailable",
+    "Generator", "as_generator", "seed", "BackendUnavailable", "TinyVAEError",
     # building blocks
     "Parameter", "Module", "Sequential", "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softplus", "Identity",
     "ACTIVATIONS", "get_activation", "Reparameterize",
@@ -48,6 +50,6 @@ __all__ = [
     "LossParts", "SGD", "Adam", "clip_grad_norm", "fit", "History",
     "evaluate", "iwae_bound", "active_units", "latent_variances", "PCA", "save", "load", "Checkpoint",
     # submodules
-    "backend", "checkpoint", "conv", "datasets", "experiments", "gan", "gradcheck", "iwae", "losses", "models", "optim",
-    "train",
+    "backend", "checkpoint", "conv", "datasets", "experiments", "gan", "gradcheck", "iwae", "kinds", "losses", "models",
+    "optim", "train",
 ]

@@ -22,11 +22,13 @@ import warnings
 
 import numpy as np
 
+from .errors import TinyVAEError
+
 BACKENDS = ("numpy", "cupy", "strict")
 DTYPES = ("float32", "float64")
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(TinyVAEError, RuntimeError):
     """The requested backend cannot run here (a package or a device is missing)."""
 
 

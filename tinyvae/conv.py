@@ -27,6 +27,7 @@ weight matrix's columns permuted to match. Every copy and every slice-add then r
 import math
 
 from . import backend as B
+from .checks import positive_ints
 from .module import Module, Parameter
 
 
@@ -159,17 +160,9 @@ def _unfolded(cols, c, kh, kw):
 # Checks shared by the layers
 # ---------------------------------------------------------------------------------------------------------------
 
-def _check_ints(who, **values):
-    """Each value a positive int (kernel sizes, channels, strides); padding-like names may be 0."""
-    for name, n in values.items():
-        low = 0 if "padding" in name else 1
-        if not isinstance(n, int) or isinstance(n, bool) or n < low:
-            raise ValueError(f"{who}: {name} must be an int >= {low}, got {n!r}")
-
-
 def _kernel(kernel_size, who):
     kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
-    _check_ints(who, kernel_height=kh, kernel_width=kw)
+    positive_ints(who, kernel_height=kh, kernel_width=kw)
     return kh, kw
 
 
@@ -210,7 +203,7 @@ class _ConvBase(Module):
     def _setup(self, in_channels, out_channels, kernel_size, stride, padding):
         who = type(self).__name__
         self.kh, self.kw = _kernel(kernel_size, who)
-        _check_ints(who, in_channels=in_channels, out_channels=out_channels, stride=stride, padding=padding)
+        positive_ints(who, in_channels=in_channels, out_channels=out_channels, stride=stride, padding=padding)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.stride, self.padding = stride, padding
         self.input_grad = True  # False on a first layer: backward skips dx (col2im) and returns None
@@ -315,7 +308,7 @@ class ConvTranspose2d(_ConvBase):
         if len(pads) != 2:
             raise ValueError(f"ConvTranspose2d: output_padding must be an int or (rows, columns), got {output_padding!r}")
         for value in pads:
-            _check_ints("ConvTranspose2d", output_padding=value)
+            positive_ints("ConvTranspose2d", output_padding=value)
         if max(pads) >= stride:
             raise ValueError(f"ConvTranspose2d: output_padding must be smaller than stride ({stride}), "
                              f"got {output_padding}")
@@ -391,7 +384,7 @@ class Unflatten(Module):
 
     def __init__(self, *shape):
         shape = tuple(shape[0]) if len(shape) == 1 and not isinstance(shape[0], int) else shape
-        _check_ints("Unflatten", **{f"size {i}": s for i, s in enumerate(shape)})
+        positive_ints("Unflatten", **{f"size {i}": s for i, s in enumerate(shape)})
         self.shape = shape
         self._n = None
 

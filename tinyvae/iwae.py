@@ -15,9 +15,10 @@ import math
 
 from . import backend as B
 from . import losses
-from .models import LossParts, recon_constant
+from .checks import model_data, model_labels, need_vae, positive_int
+from .losses import LossParts, recon_constant
 from .reparam import reparameterize_backward, reparameterize_fast
-from .train import _as_data, _chunks, _labels, _model_call, _need_vae, _positive_int
+from .train import chunks, model_call
 
 
 class Weighted(tuple):
@@ -216,13 +217,13 @@ def iwae_bound(model, x, k=1000, batch_size=None, seed=0, eps=None, labels=None)
     (see ``_iwae_noise``). ``labels`` (N,): for a conditional model, which then
     bounds -log p(x|y).
     """
-    _need_vae(model, "iwae_bound")
+    need_vae(model, "iwae_bound")
     xp = B.get_xp()
-    _positive_int(k, "iwae_bound: k")
-    x = _as_data(model, x, "iwae_bound: x")
-    y = _labels(model, labels, x.shape[0], "iwae_bound: labels")
+    positive_int(k, "iwae_bound: k")
+    x = model_data(model, x, "iwae_bound: x")
+    y = model_labels(model, labels, x.shape[0], "iwae_bound: labels")
     n, latent = x.shape[0], model.latent_dim
-    batch_size = iwae_chunk_rows(model) if batch_size is None else _positive_int(batch_size, "iwae_bound: batch_size")
+    batch_size = iwae_chunk_rows(model) if batch_size is None else positive_int(batch_size, "iwae_bound: batch_size")
     if eps is not None:
         eps = B.asarray(eps, dtype=model.dtype)
         if tuple(eps.shape) != (n, k, latent):
@@ -233,11 +234,11 @@ def iwae_bound(model, x, k=1000, batch_size=None, seed=0, eps=None, labels=None)
     was_training = model.training
     model.eval()
     try:
-        for a, b in _chunks(n, per_chunk):
+        for a, b in chunks(n, per_chunk):
             xc = x[a:b, :]
-            mu, logvar = _model_call(model.encode, xc, None if y is None else y[a:b])
+            mu, logvar = model_call(model.encode, xc, None if y is None else y[a:b])
             run_max, run_sum = B.full((b - a,), -math.inf, model.dtype), B.zeros((b - a,), model.dtype)
-            for s, t in _chunks(k, k_chunk):
+            for s, t in chunks(k, k_chunk):
                 log_w = log_weights(model, xc, mu, logvar, _iwae_noise(model, a, b, s, t, k, eps, gen))
                 run_max, run_sum = _logsumexp_update(run_max, run_sum, log_w)
             bounds = xp.log(run_sum) + run_max - math.log(k)

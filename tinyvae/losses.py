@@ -11,6 +11,7 @@ device array instead of a float, so that a training step never waits for the GPU
 import math
 
 from . import backend as B
+from .checks import check_labels
 
 
 def _pair(a, b, who, names):
@@ -101,24 +102,6 @@ def weighted_sum(a, weight, b):
         return kernels.weighted_total(a, weight, b)  # one launch instead of four
     wide = lambda v: B.astype(v, "float64") if B.is_array(v) else v  # noqa: E731
     return wide(a) + weight * wide(b)
-
-
-def check_labels(labels, n, num_classes, who, values=True):
-    """``labels`` as an integer array of shape (n,) with every value in [0, num_classes), or a clear error.
-
-    ``values=False`` checks the shape and dtype only: the range check reads the labels' minimum and maximum from the
-    device, so a training loop that checked all its labels once (``train.fit``) skips it at every step."""
-    if not B.is_array(labels):
-        labels = B.asarray(labels)
-    if labels.ndim != 1 or labels.shape[0] != n:
-        raise ValueError(f"{who}: labels must have shape ({n},), one class index per example; "
-                         f"got shape {tuple(labels.shape)}")
-    if "int" not in str(labels.dtype):
-        raise TypeError(f"{who}: labels must be integers (class indices); got dtype {labels.dtype}")
-    if values and n and (int(B.get_xp().min(labels)) < 0 or int(B.get_xp().max(labels)) >= num_classes):
-        raise ValueError(f"{who}: labels must lie in [0, {num_classes}); got values from "
-                         f"{int(B.get_xp().min(labels))} to {int(B.get_xp().max(labels))}")
-    return labels
 
 
 def _log_softmax(logits):
@@ -369,3 +352,43 @@ def iwae_loss_fast(log_w):
     n, k = log_w.shape
     lse = _logsumexp(log_w)
     return math.log(k) - xp.sum(lse) / n, -xp.exp(log_w - lse) / n
+
+
+# ------------------------------------------------------------------ what a model's loss returns, in nats
+class LossParts:
+    """The objective per example: total = recon + beta * kl (kl is 0 for a plain autoencoder), read as floats.
+
+    On a GPU the numbers stay on the device until one is read (reading waits for the GPU to finish the step), so a
+    training loop can add them up without a host sync per step: ``values()`` gives them as they are kept.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, total, recon, kl):
+        self._values = (total, recon, kl)
+
+    total = property(lambda self: float(self._values[0]))
+    recon = property(lambda self: float(self._values[1]))
+    kl = property(lambda self: float(self._values[2]))
+
+    def values(self):
+        """(total, recon, kl) as kept: floats, or 0-d arrays of the active backend (not yet read from a GPU)."""
+        return self._values
+
+    def __eq__(self, other):
+        return isinstance(other, LossParts) and (self.total, self.recon, self.kl) == (other.total, other.recon,
+                                                                                       other.kl)
+
+    def __repr__(self):
+        return f"LossParts(total={self.total!r}, recon={self.recon!r}, kl={self.kl!r})"
+
+
+
+def recon_constant(model):
+    """What -log p(x|z) adds to the training loss's reconstruction term, in nats per example.
+
+    Bernoulli: 0 (the BCE is -log p(x|z)). Gaussian N(x; mean, I/2): -log p = ||x - mean||^2 + D/2 log(pi), and
+    the training loss leaves the constant out (it has no gradient), so add it to report nats on the same footing as
+    the IWAE bound.
+    """
+    return 0.0 if model.likelihood == "bernoulli" else 0.5 * model.input_dim * math.log(math.pi)

@@ -7,43 +7,17 @@ Each model's ``loss(x, ...)`` runs the forward pass and returns the objective pe
 import math
 
 from . import backend as B
-from . import losses
+from . import iwae, losses
 from .activations import get_activation, sigmoid
+from .checks import check_labels, layer_sizes, one_of, positive_int
+from .errors import InputError
 from .layers import Dense
+from .losses import LossParts, recon_constant  # noqa: F401  (public here too: models.LossParts)
 from .module import Module, Sequential
 from .reparam import Reparameterize
-from .train import _positive_int
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 NOISES = ("gaussian", "masking")
-
-
-class LossParts:
-    """The objective per example: total = recon + beta * kl (kl is 0 for a plain autoencoder), read as floats.
-
-    On a GPU the numbers stay on the device until one is read (reading waits for the GPU to finish the step), so a
-    training loop can add them up without a host sync per step: ``values()`` gives them as they are kept.
-    """
-
-    __slots__ = ("_values",)
-
-    def __init__(self, total, recon, kl):
-        self._values = (total, recon, kl)
-
-    total = property(lambda self: float(self._values[0]))
-    recon = property(lambda self: float(self._values[1]))
-    kl = property(lambda self: float(self._values[2]))
-
-    def values(self):
-        """(total, recon, kl) as kept: floats, or 0-d arrays of the active backend (not yet read from a GPU)."""
-        return self._values
-
-    def __eq__(self, other):
-        return isinstance(other, LossParts) and (self.total, self.recon, self.kl) == (other.total, other.recon,
-                                                                                       other.kl)
-
-    def __repr__(self):
-        return f"LossParts(total={self.total!r}, recon={self.recon!r}, kl={self.kl!r})"
 
 
 def mlp(sizes, activation="relu", dtype=None, rng=None, last_activation=False):
@@ -56,24 +30,11 @@ def mlp(sizes, activation="relu", dtype=None, rng=None, last_activation=False):
     return Sequential(*layers)
 
 
-def _check_sizes(input_dim, hidden, latent_dim, likelihood):
-    hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
-    for name, n in [("input_dim", input_dim), ("latent_dim", latent_dim)] + [("hidden", h) for h in hidden]:
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"{name} must be a positive int, got {n!r}")
-    if likelihood not in LIKELIHOODS:
-        raise ValueError(f"unknown likelihood {likelihood!r}: expected one of {', '.join(LIKELIHOODS)}")
+def check_sizes(input_dim, hidden, latent_dim, likelihood):
+    """``hidden`` as a tuple, after checking the sizes (positive ints) and the likelihood (one of LIKELIHOODS)."""
+    hidden = layer_sizes(input_dim, hidden, latent_dim)
+    one_of(likelihood, LIKELIHOODS, "likelihood")
     return hidden
-
-
-def recon_constant(model):
-    """What -log p(x|z) adds to the training loss's reconstruction term, in nats per example.
-
-    Bernoulli: 0 (the BCE is -log p(x|z)). Gaussian N(x; mean, I/2): -log p = ||x - mean||^2 + D/2 log(pi), and
-    the training loss leaves the constant out (it has no gradient), so add it to report nats on the same footing as
-    the IWAE bound.
-    """
-    return 0.0 if model.likelihood == "bernoulli" else 0.5 * model.input_dim * math.log(math.pi)
 
 
 def loss_units(model):
@@ -108,7 +69,7 @@ class _Base(Module):
         if x.ndim == 1:
             x = B.get_xp().reshape(x, (1, -1))
         if x.ndim != 2 or x.shape[1] != self.input_dim:
-            raise ValueError(f"{type(self).__name__} expects input of shape (N, {self.input_dim}); "
+            raise InputError(f"{type(self).__name__} expects input of shape (N, {self.input_dim}); "
                              f"got shape {tuple(x.shape)}")
         if not B.is_floating(x):
             raise TypeError(f"{type(self).__name__} expects pixel intensities in [0, 1] as floats; got {x.dtype} "
@@ -177,7 +138,7 @@ class Autoencoder(_Base):
 
     def __init__(self, input_dim=784, hidden=(400,), latent_dim=20, likelihood="bernoulli", activation="relu",
                  dtype=None, rng=None):
-        self.hidden = list(_check_sizes(input_dim, hidden, latent_dim, likelihood))
+        self.hidden = list(check_sizes(input_dim, hidden, latent_dim, likelihood))
         self.input_dim, self.latent_dim, self.likelihood = input_dim, latent_dim, likelihood
         self.activation, self.dtype = activation, B.dtype_name(dtype)
         rng = B.as_generator(rng)
@@ -232,10 +193,9 @@ class DenoisingAutoencoder(Autoencoder):
 
     def __init__(self, input_dim=784, hidden=(400,), latent_dim=20, likelihood="bernoulli", activation="relu",
                  noise="gaussian", noise_level=0.5, dtype=None, rng=None):
-        if noise not in NOISES:
-            raise ValueError(f"unknown noise {noise!r}: expected one of {', '.join(NOISES)}")
+        one_of(noise, NOISES, "noise")
         if not 0.0 <= noise_level <= (1.0 if noise == "masking" else math.inf):
-            raise ValueError(f"noise_level must be >= 0 (and <= 1 for masking), got {noise_level!r}")
+            raise InputError(f"noise_level must be >= 0 (and <= 1 for masking), got {noise_level!r}")
         super().__init__(input_dim, hidden, latent_dim, likelihood, activation, dtype, rng)
         self.noise, self.noise_level = noise, float(noise_level)
 
@@ -270,10 +230,10 @@ class VAE(_Base):
 
     def __init__(self, input_dim=784, hidden=(400,), latent_dim=20, likelihood="bernoulli", beta=1.0,
                  activation="relu", dtype=None, rng=None, k=1):
-        self.hidden = list(_check_sizes(input_dim, hidden, latent_dim, likelihood))
+        self.hidden = list(check_sizes(input_dim, hidden, latent_dim, likelihood))
         if not beta >= 0:
-            raise ValueError(f"beta must be >= 0, got {beta!r}")
-        self.k = _positive_int(k, "k (importance samples per example)")
+            raise InputError(f"beta must be >= 0, got {beta!r}")
+        self.k = positive_int(k, "k (importance samples per example)")
         self.input_dim, self.latent_dim, self.likelihood = input_dim, latent_dim, likelihood
         self.beta, self.activation, self.dtype = float(beta), activation, B.dtype_name(dtype)
         rng, c = B.as_generator(rng), self._condition_width
@@ -335,7 +295,6 @@ class VAE(_Base):
         """
         x = self._input(x)
         if self.k > 1:
-            from . import iwae  # here: iwae builds on this module
             return iwae.weighted_loss(self, x, eps, rng)
         mu, logvar, z = self._encode_sample(x, eps, rng)
         recon, dout = self._recon(self._decode_raw(z), x)
@@ -348,7 +307,6 @@ class VAE(_Base):
         x = self._input(x)
         mu, logvar = self._encode(x)
         if self.k > 1:
-            from . import iwae
             return iwae.weighted_per_example(self, x, mu, logvar, iwae.iwae_eps(self, x.shape[0], eps, rng))
         z = self.reparam.forward(mu, logvar, eps=eps, rng=rng)
         recon = self.recon_per_example(self._decode_raw(z), x)
@@ -358,7 +316,6 @@ class VAE(_Base):
     def backward(self):
         """Fill every parameter's .grad with the gradient of the last ``loss`` (its batch mean): the ELBO's
         (``elbo_backward``), or the importance-weighted objective's (``iwae.backward``) when that was the loss."""
-        from . import iwae
         saved = self._saved(self._grads)
         if isinstance(saved, iwae.Weighted):
             return iwae.backward(self, saved)
@@ -412,9 +369,9 @@ class VAE(_Base):
 def _path(mu_a, mu_b, steps, method, dtype):
     """Codes (steps, K) from mu_a to mu_b (each (1, K)): a straight line or a great-circle arc (slerp)."""
     if method not in ("linear", "slerp"):
-        raise ValueError(f"unknown interpolation {method!r}: expected 'linear' or 'slerp'")
+        raise InputError(f"unknown interpolation {method!r}: expected 'linear' or 'slerp'")
     if int(steps) < 2:
-        raise ValueError(f"steps must be at least 2, got {steps!r}")
+        raise InputError(f"steps must be at least 2, got {steps!r}")
     xp = B.get_xp()
     t = xp.reshape(B.linspace(0.0, 1.0, int(steps), dtype=dtype), (-1, 1))
     if method == "linear":
@@ -451,7 +408,7 @@ class ConditionalVAE(VAE):
 
     def __init__(self, input_dim=784, hidden=(400,), latent_dim=20, num_classes=10, likelihood="bernoulli",
                  beta=4.0, activation="relu", dtype=None, rng=None, k=1):
-        self.num_classes = _positive_int(num_classes, "num_classes", 2)
+        self.num_classes = positive_int(num_classes, "num_classes", 2)
         self._onehot = None
         self._labels_checked = False  # True while train.fit runs: it checked every label's range once, up front
         super().__init__(input_dim, hidden, latent_dim, likelihood, beta, activation, dtype, rng, k)
@@ -463,8 +420,8 @@ class ConditionalVAE(VAE):
     def _condition(self, y, n, who):
         """Keep onehot(y) (n, C) for the networks' inputs: every public method sets it before running them."""
         if y is None:
-            raise ValueError(f"{who}: a conditional VAE needs the labels y, one class index per example")
-        y = losses.check_labels(y, n, self.num_classes, who, values=not self._labels_checked)
+            raise InputError(f"{who}: a conditional VAE needs the labels y, one class index per example")
+        y = check_labels(y, n, self.num_classes, who, values=not self._labels_checked)
         self._onehot = losses._one_hot(y, self.num_classes, self._dtype)
 
     def _encoder_input(self, x):
@@ -525,23 +482,3 @@ class ConditionalVAE(VAE):
         mu_a, mu_b = self.encode(x_a, [y_a])[0], self.encode(x_b, [y_b])[0]
         z = _path(mu_a, mu_b, steps, method, self.dtype)
         return self.decode(z, [y_a if digit is None else digit] * z.shape[0])
-
-
-MODELS = {"ae": Autoencoder, "dae": DenoisingAutoencoder, "vae": VAE, "cvae": ConditionalVAE}
-
-from .conv_models import ConvAutoencoder, ConvVAE  # noqa: E402 - they subclass the models above
-
-MODELS.update({"convvae": ConvVAE, "convae": ConvAutoencoder})
-
-from .gan import VAEGAN  # noqa: E402 - the VAE-GAN subclasses VAE
-
-MODELS["vaegan"] = VAEGAN
-
-
-def build(config):
-    """A new model from ``model.config()`` (the "model" key picks the class)."""
-    config = dict(config)
-    kind = config.pop("model", None)
-    if kind not in MODELS:
-        raise ValueError(f"unknown model {kind!r}: expected one of {', '.join(MODELS)}")
-    return MODELS[kind](**config)
