@@ -105,8 +105,8 @@ class _VAEWithoutBeta(tv.VAE):
     """A VAE whose backward forgets beta on the KL gradient at logvar: the whole-objective check must notice."""
 
     def backward(self):
-        dout, dmu_kl, dlogvar_kl = self._grads
-        self._grads = (dout, dmu_kl, dlogvar_kl / self.beta)
+        dout, dmu_kl, dlogvar_kl = self._loss_grads
+        self._loss_grads = (dout, dmu_kl, dlogvar_kl / self.beta)
         super().backward()
 
 

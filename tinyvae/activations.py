@@ -49,7 +49,7 @@ class Activation(Module):
     """An element-wise function: forward keeps what the derivative needs, backward multiplies by it."""
 
     def __init__(self):
-        self._saved_value = None
+        self._cache = None
 
     def __repr__(self):
         return f"{type(self).__name__}()"
@@ -60,12 +60,12 @@ class ReLU(Activation):
 
     def forward(self, x):
         y = relu_fast(x)
-        self._saved_value = y
+        self._cache = y
         return y
 
     def backward(self, dout):
         """dx = dout where y > 0, else 0.   dout, dx: the shape of x ((N, D), or (N, C, H, W) in a conv net)."""
-        y = self._saved(self._saved_value)
+        y = self._saved(self._cache)
         return relu_backward_fast(dout, y)
 
 
@@ -80,12 +80,12 @@ class LeakyReLU(Activation):
         self.negative_slope = float(negative_slope)
 
     def forward(self, x):
-        self._saved_value = x
+        self._cache = x
         return leaky_relu_fast(x, self.negative_slope)
 
     def backward(self, dout):
         """dx = dout where x > 0, else a * dout.   dout, dx: the shape of x ((N, D), or (N, C, H, W) in a conv net)."""
-        x = self._saved(self._saved_value)
+        x = self._saved(self._cache)
         return leaky_relu_backward_fast(dout, x, self.negative_slope)
 
     def __repr__(self):
@@ -97,12 +97,12 @@ class Sigmoid(Activation):
 
     def forward(self, x):
         y = sigmoid_fast(x)
-        self._saved_value = y
+        self._cache = y
         return y
 
     def backward(self, dout):
         """dx = dout * y * (1 - y), y = sigmoid(x).   dout, dx: the shape of x ((N, D), or (N, C, H, W) in a conv net)."""
-        y = self._saved(self._saved_value)
+        y = self._saved(self._cache)
         return dout * y * (1.0 - y)
 
 
@@ -111,12 +111,12 @@ class Tanh(Activation):
 
     def forward(self, x):
         y = B.get_xp().tanh(x)
-        self._saved_value = y
+        self._cache = y
         return y
 
     def backward(self, dout):
         """dx = dout * (1 - y^2), y = tanh(x).   dout, dx: the shape of x ((N, D), or (N, C, H, W) in a conv net)."""
-        y = self._saved(self._saved_value)
+        y = self._saved(self._cache)
         return dout * (1.0 - y * y)
 
 
@@ -124,12 +124,12 @@ class Softplus(Activation):
     """y = log(1 + exp(x)).  Backward: dx = dout * sigmoid(x)."""
 
     def forward(self, x):
-        self._saved_value = x
+        self._cache = x
         return softplus(x)
 
     def backward(self, dout):
         """dx = dout * sigmoid(x).   dout, dx: the shape of x ((N, D), or (N, C, H, W) in a conv net)."""
-        x = self._saved(self._saved_value)
+        x = self._saved(self._cache)
         return dout * sigmoid(x)
 
 
@@ -137,12 +137,12 @@ class Identity(Activation):
     """y = x.  Backward: dx = dout."""
 
     def forward(self, x):
-        self._saved_value = True
+        self._cache = True
         return x
 
     def backward(self, dout):
         """dx = dout.   dout, dx: the shape of x ((N, D), or (N, C, H, W) in a conv net)."""
-        self._saved(self._saved_value)
+        self._saved(self._cache)
         return dout
 
 

@@ -45,6 +45,7 @@ class MLPClassifier(Module):
         return self.head.forward(self.features(x))
 
     def backward(self, dlogits):
+        """dx = body'(head'(dlogits)), parameter gradients added on the way.   dlogits: (N, C); dx: (N, D) or None."""
         return self.body.backward(self.head.backward(dlogits))
 
 

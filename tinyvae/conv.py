@@ -365,15 +365,15 @@ class Flatten(Module):
     """(N, C, H, W) -> (N, C*H*W) in PyTorch's order (channel, then row, then column). Backward: the reverse."""
 
     def __init__(self):
-        self._shape = None
+        self._cache = None  # the input's shape
 
     def forward(self, x):
-        self._shape = tuple(x.shape)
-        return B.get_xp().reshape(x, (self._shape[0], -1))
+        self._cache = tuple(x.shape)
+        return B.get_xp().reshape(x, (self._cache[0], -1))
 
     def backward(self, dout):
         """dx = dout reshaped back.   dout: (N, C*H*W); dx: (N, C, H, W)."""
-        return B.get_xp().reshape(dout, self._saved(self._shape))
+        return B.get_xp().reshape(dout, self._saved(self._cache))
 
     def __repr__(self):
         return "Flatten()"
@@ -386,18 +386,18 @@ class Unflatten(Module):
         shape = tuple(shape[0]) if len(shape) == 1 and not isinstance(shape[0], int) else shape
         positive_ints("Unflatten", **{f"size {i}": s for i, s in enumerate(shape)})
         self.shape = shape
-        self._n = None
+        self._cache = None  # the batch size N
 
     def forward(self, x):
         width = math.prod(self.shape)
         if x.ndim != 2 or x.shape[1] != width:
             raise ValueError(f"{self!r} expects input of shape (N, {width}); got shape {tuple(x.shape)}")
-        self._n = int(x.shape[0])
-        return B.get_xp().reshape(x, (self._n, *self.shape))
+        self._cache = int(x.shape[0])
+        return B.get_xp().reshape(x, (self._cache, *self.shape))
 
     def backward(self, dout):
         """dx = dout reshaped back.   dout: (N, *shape); dx: (N, prod(shape))."""
-        return B.get_xp().reshape(dout, (self._saved(self._n), -1))
+        return B.get_xp().reshape(dout, (self._saved(self._cache), -1))
 
     def __repr__(self):
         return f"Unflatten{self.shape}"

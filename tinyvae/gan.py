@@ -227,8 +227,8 @@ class VAEGAN(VAE):
         llike, dfeat = feature_matching(feats[:n, :], feats[n:2 * n, :])
         disc, dreal, dfake = discriminator_loss(logits[:n, :], logits[n:, :])
         gan, dgen = generator_loss(logits[n:, :])
-        self._grads = dict(n=n, images=images, dmu_kl=dmu_kl, dlogvar_kl=dlogvar_kl, dpixel=dpixel, dfeat=dfeat,
-                           dreal=dreal, dfake=dfake, dgen=dgen)
+        self._loss_grads = dict(n=n, images=images, dmu_kl=dmu_kl, dlogvar_kl=dlogvar_kl, dpixel=dpixel,
+                                dfeat=dfeat, dreal=dreal, dfake=dfake, dgen=dgen)
         return VAEGANLosses(self, kl, llike, pixel, gan, disc)
 
     def backward(self):
@@ -243,7 +243,7 @@ class VAEGAN(VAE):
         5. decoder: one backward with gamma * d L_rec / d out + d L_gen / d out.
         Shapes: x (N, D), z and z_p (N, K), the decoder's out (2N, D), D's logits (3N, 1) and features (3N, F).
         """
-        g = self._saved(self._grads)
+        g = self._saved(self._loss_grads)
         n, images, xp = g["n"], g["images"], B.get_xp()
         disc = self.discriminator
         disc.backward(B.concat([g["dreal"], g["dfake"]], axis=0))
@@ -258,7 +258,10 @@ class VAEGAN(VAE):
         self.decoder.backward(dgen + B.concat([self.gamma * drec, xp.zeros_like(drec)], axis=0))
 
     def _encoder_backward(self, drec, g):
-        """The encoder's gradient of beta * L_prior + L_rec, with d L_rec / d out (N, D) at the reconstructions."""
+        """The encoder's gradient of beta * L_prior + L_rec, with d L_rec / d out (N, D) at the reconstructions.
+
+        drec: (N, D); g: the upstream gradients ``loss`` kept in ``_loss_grads`` (dmu_kl, dlogvar_kl: (N, K));
+        dz: (N, K). Returns None: the results are the encoder's and the heads' .grad."""
         xp = B.get_xp()
         dz = input_gradient(self.decoder, B.concat([drec, xp.zeros_like(drec)], axis=0))[:g["n"], :]
         dmu, dlogvar = self.reparam.backward(dz)

@@ -115,7 +115,7 @@ def weighted_loss(model, x, eps, rng):
     const = recon_constant(model)
     recon = -B.get_xp().mean(B.astype(log_px, "float64")) - const
     recon = recon if B.backend_name() == "cupy" else float(recon)
-    model._grads = Weighted((x, eps, z, std, out, dlog_w))
+    model._loss_grads = Weighted((x, eps, z, std, out, dlog_w))
     return LossParts(total - const, recon, total - const - recon)
 
 
@@ -128,7 +128,7 @@ def weighted_per_example(model, x, mu, logvar, eps):
     return {"loss": total, "recon": recon, "kl": total - recon}
 
 
-def backward(model, saved):
+def backward(model, loss_grads):
     """The gradient of the importance-weighted objective into every parameter's .grad.
 
     With L = -1/N sum_i log (1/k sum_j w_ij) and the normalized weights w~_ij = w_ij / sum_l w_il (a softmax over
@@ -141,12 +141,14 @@ def backward(model, saved):
         d log w / d mu     = d log w / d z                                                 (z = mu + sigma eps)
         d log w / d logvar = d log w / d z * eps * sigma / 2 + beta / 2                    (- log q)
     summed over the k codes of each example at mu and logvar, then back through the heads and the encoder.
+    ``loss_grads``: the ``Weighted`` (x, eps, z, std, out, dlog_w) that ``weighted_loss`` kept in
+    ``model._loss_grads``. Returns None: the results are the parameters' .grad.
     Shapes: dlog_w (N, k); out, dout (N*k, D); z, eps, dz (N, k, K); std (N, 1, K); dmu, dlogvar (N, K).
     At k = 1, w~ = 1: the one-sample ELBO's gradient with a sampled KL term (the VAE's uses the KL's exact
     gradient: equal in expectation over eps).
     """
     xp = B.get_xp()
-    x, eps, z, std, out, g = saved
+    x, eps, z, std, out, g = loss_grads
     n, k, latent = eps.shape
     g3 = xp.expand_dims(g, axis=2)  # (N, k, 1): each code's weight in the gradient
     dout = _dlog_px(model, out, x) * xp.reshape(g, (n * k, 1))

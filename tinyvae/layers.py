@@ -39,7 +39,7 @@ class Dense(Module):
         self.in_features, self.out_features, self.init = in_features, out_features, init
         self.W, self.b = Parameter(W), Parameter(b)
         self.input_grad = True
-        self._x = None
+        self._cache = None
 
     def forward(self, x):
         """y = x W + b.
@@ -53,7 +53,7 @@ class Dense(Module):
     def forward_product(self, x):
         """x @ W, keeping x for backward: the forward pass less the bias, which a fused kernel downstream adds."""
         x = check_batch(x, self.in_features, self, self.W.data.dtype)  # self is named only in an error
-        self._x = x
+        self._cache = x
         return x @ self.W.data
 
     def forward_pair_fast(self, x, following):
@@ -64,7 +64,7 @@ class Dense(Module):
             return None
         from . import kernels
         y = kernels.bias_relu(self.forward_product(x), self.b.data)
-        following._saved_value = y  # what ReLU.forward keeps for its backward
+        following._cache = y  # what ReLU.forward keeps for its backward
         return y
 
     def backward(self, dout):
@@ -72,7 +72,7 @@ class Dense(Module):
 
         Inputs: dout (N, out), the upstream gradient dL/dy. Returns dx (N, in), or None when input_grad is False.
         """
-        x = self._saved(self._x)
+        x = self._saved(self._cache)
         check_grad_shape(dout, (x.shape[0], self.out_features), self)
         self.W.accumulate_product(x.T, dout)  # grad += x^T dout, written in place when grad was just zeroed
         self.b.accumulate_sum(dout)  # grad += sum_n dout, summed in place when grad was just zeroed

@@ -63,7 +63,7 @@ class _Base(Module):
         Every forward pass starts here, and each one overwrites what the layers saved for backward: so this is
         also where the gradients of the last ``loss`` are forgotten (``loss`` sets them again when it is done).
         """
-        self._grads = None
+        self._loss_grads = None
         if not B.is_array(x):
             x = B.asarray(x)
         if x.ndim == 1:
@@ -110,7 +110,7 @@ class _Base(Module):
 
     def decode(self, z):
         """The mean image of p(x|z) for each code z (a forward pass: it forgets the last loss's gradients)."""
-        self._grads = None
+        self._loss_grads = None
         return self.mean_image(self.decoder.forward(self._decoder_input(B.asarray(z, dtype=self.dtype))))
 
     def _decoder_input(self, z):
@@ -145,7 +145,7 @@ class Autoencoder(_Base):
         self.encoder = mlp([input_dim, *self.hidden, latent_dim], activation, dtype, rng)
         self.decoder = mlp([latent_dim, *reversed(self.hidden), input_dim], activation, dtype, rng)
         self.encoder[0].input_grad = False  # nothing needs the gradient w.r.t. the pixels
-        self._grads = None
+        self._loss_grads = None
 
     def encode(self, x):
         """The latent code z of each example."""
@@ -165,7 +165,7 @@ class Autoencoder(_Base):
         x = self._input(x)
         out = self.decoder.forward(self.encoder.forward(self._corrupt(x, rng)))
         recon, dout = self._recon(out, x)
-        self._grads = dout
+        self._loss_grads = dout
         return LossParts(recon, recon, 0.0)
 
     def loss_per_example(self, x, rng=None):
@@ -175,8 +175,12 @@ class Autoencoder(_Base):
         return {"loss": recon, "recon": recon, "kl": B.get_xp().zeros_like(recon)}
 
     def backward(self):
-        """dz = decoder'(drecon); then the encoder's backward fills its parameter gradients."""
-        dz = self.decoder.backward(self._saved(self._grads))
+        """dz = decoder'(dout); then the encoder's backward fills its parameter gradients (added, never zeroed).
+
+        Inputs (kept by ``loss`` in ``_loss_grads``): dout (N, D), the reconstruction loss's gradient w.r.t. the
+        decoder's output. dz: (N, K). Returns None: the results are the parameters' .grad.
+        """
+        dz = self.decoder.backward(self._saved(self._loss_grads))
         self.encoder.backward(dz)
 
 
@@ -245,7 +249,7 @@ class VAE(_Base):
         self.decoder = mlp([latent_dim + c, *reversed(self.hidden), input_dim], activation, dtype, rng)
         for first in ([self.encoder[0]] if self.hidden else [self.mu_head, self.logvar_head]):
             first.input_grad = False  # nothing needs the gradient w.r.t. the pixels
-        self._grads = None
+        self._loss_grads = None
 
     # The encoder reads _encoder_input(x), the decoder _decoder_input(z), and the decoder's input gradient becomes
     # dz through _latent_grad: the identity here; a conditional VAE appends (and drops) its one-hot labels.
@@ -299,7 +303,7 @@ class VAE(_Base):
         mu, logvar, z = self._encode_sample(x, eps, rng)
         recon, dout = self._recon(self._decode_raw(z), x)
         kl, dmu_kl, dlogvar_kl = losses.gaussian_kl_fast(mu, logvar)
-        self._grads = (dout, dmu_kl, dlogvar_kl)
+        self._loss_grads = (dout, dmu_kl, dlogvar_kl)
         return LossParts(losses.weighted_sum(recon, self.beta, kl), recon, kl)
 
     def loss_per_example(self, x, eps=None, rng=None):
@@ -315,27 +319,31 @@ class VAE(_Base):
 
     def backward(self):
         """Fill every parameter's .grad with the gradient of the last ``loss`` (its batch mean): the ELBO's
-        (``elbo_backward``), or the importance-weighted objective's (``iwae.backward``) when that was the loss."""
-        saved = self._saved(self._grads)
-        if isinstance(saved, iwae.Weighted):
-            return iwae.backward(self, saved)
-        return self.elbo_backward(saved)
+        (``elbo_backward``), or the importance-weighted objective's (``iwae.backward``) when that was the loss.
 
-    def elbo_backward(self, saved):
+        Inputs: the upstream gradients ``loss`` kept in ``_loss_grads`` (see those two functions for their shapes).
+        Returns None: the results are the parameters' .grad.
+        """
+        loss_grads = self._saved(self._loss_grads)
+        if isinstance(loss_grads, iwae.Weighted):
+            return iwae.backward(self, loss_grads)
+        return self.elbo_backward(loss_grads)
+
+    def elbo_backward(self, loss_grads):
         """The gradient of recon + beta * KL (batch mean) into every parameter's .grad (added, never zeroed).
 
-        ``saved`` = (dout, dmu_kl, dlogvar_kl) from ``loss``: dout (N, D) the reconstruction loss's gradient w.r.t.
+        ``loss_grads`` = (dout, dmu_kl, dlogvar_kl) from ``loss``: dout (N, D) the reconstruction loss's gradient w.r.t.
         the decoder's output, dmu_kl and dlogvar_kl (N, K) the KL term's gradients w.r.t. mu and logvar.
             dz = decoder'(dout);   (dmu_recon, dlogvar_recon) = reparam'(dz)     (z = mu + exp(logvar / 2) * eps)
             dmu = dmu_recon + beta * dmu_kl;   dlogvar = dlogvar_recon + beta * dlogvar_kl
-        Both heads' input gradients add up into the encoder (``_heads_backward``).
+        Both heads' input gradients add up into the encoder (``_heads_backward``): dh (N, H). Returns None.
         """
-        dout, dmu_kl, dlogvar_kl = saved
+        dout, dmu_kl, dlogvar_kl = loss_grads
         # The reconstruction term: back through the decoder to z, then through z = mu + exp(logvar / 2) * eps.
         dz = self._latent_grad(self.decoder.backward(dout))
         if B.fast_gpu():  # the three lines below in one fused kernel (kernels.latent_backward)
             from . import kernels
-            eps, std = self.reparam._saved(self.reparam._eps), self.reparam._std
+            eps, std = self.reparam._saved(self.reparam._cache)
             self._heads_backward(*kernels.latent_backward(dz, eps, std, dmu_kl, dlogvar_kl, self.beta))
             return
         dmu_recon, dlogvar_recon = self.reparam.backward(dz)
@@ -345,7 +353,8 @@ class VAE(_Base):
         self._heads_backward(dmu, dlogvar)
 
     def _heads_backward(self, dmu, dlogvar):
-        """Both heads read the same hidden features h, so their input gradients add up into the encoder."""
+        """Both heads read the same hidden features h, so their input gradients add up into the encoder:
+        dh = dmu W_mu^T + dlogvar W_logvar^T.   dmu, dlogvar: (N, K); dh: (N, H)."""
         dh_mu, dh_logvar = self.mu_head.backward(dmu), self.logvar_head.backward(dlogvar)
         if len(self.encoder):  # empty when the heads read the pixels themselves (hidden=())
             self.encoder.backward(dh_mu + dh_logvar)

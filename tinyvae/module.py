@@ -19,6 +19,8 @@ class Module:
         raise NotImplementedError
 
     def backward(self, dout):
+        """dx = dL/dx from dout = dL/dy (the shape of forward's output); returns dx (the shape of its input), and
+        ADDS each parameter's gradient into its .grad. What it needs from forward it reads from ``self._cache``."""
         raise NotImplementedError
 
     def __call__(self, *args, **kwargs):
@@ -30,7 +32,7 @@ class Module:
         return None
 
     def _saved(self, value):
-        """What forward stored for backward; a clear error if forward has not run yet."""
+        """What forward stored for backward (``self._cache``); a clear error if forward has not run yet."""
         if value is None:
             name = type(self).__name__
             raise RuntimeError(f"{name}.backward was called before {name}.forward: call forward first")

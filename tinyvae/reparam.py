@@ -31,13 +31,13 @@ class Reparameterize(Module):
     """
 
     def __init__(self):
-        self._eps = self._std = None
+        self._cache = None  # (eps, std), kept by forward for backward
 
     def forward(self, mu, logvar, eps=None, rng=None):
         """z = mu + exp(logvar / 2) * eps.   mu, logvar, eps, z: (N, K)."""
         eps = self._noise(mu, logvar, eps, rng)
         z, std = reparameterize_fast(mu, logvar, eps)
-        self._eps, self._std = eps, std
+        self._cache = (eps, std)
         return z
 
     def _noise(self, mu, logvar, eps, rng):
@@ -61,7 +61,7 @@ class Reparameterize(Module):
         from . import kernels
         eps = self._noise(mu_xw, logvar_xw, eps, rng)
         mu, logvar, z, std = kernels.heads_reparam(mu_xw, mu_b, logvar_xw, logvar_b, eps)
-        self._eps, self._std = eps, std
+        self._cache = (eps, std)
         return mu, logvar, z
 
     def backward(self, dz):
@@ -69,8 +69,8 @@ class Reparameterize(Module):
 
         dz: (N, K), the gradient w.r.t. z; returns dmu and dlogvar, each (N, K).
         """
-        eps = self._saved(self._eps)
-        return reparameterize_backward_fast(dz, eps, self._std)
+        eps, std = self._saved(self._cache)
+        return reparameterize_backward_fast(dz, eps, std)
 
     def __repr__(self):
         return "Reparameterize()"
