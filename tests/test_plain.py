@@ -47,9 +47,10 @@ def trained(kind, dtype, plain):
 
 # float32: at every step the fast twins round differently from the formulas (fused kernels, in-place updates, the
 # BCE's blocked sums), about 1e-7 relative; Adam divides by sqrt(v), which can enlarge that where a gradient is
-# near zero, so after 4 steps the bound is 1e-4 of each parameter's largest value. float64: 1e-10.
+# near zero. Measured after 4 steps: at most 1.5e-6 of a parameter's largest value (numpy and the stand-in; 1e-15
+# in float64), so the bound is 2e-5 in float32 and 1e-10 in float64.
 @pytest.mark.parametrize("kind", sorted(MODELS))
-@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-10), ("float32", 1e-4)])
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-10), ("float32", 2e-5)])
 def test_training_in_plain_mode_gives_the_fast_modes_parameters(kind, dtype, rtol):
     start, fast = trained(kind, dtype, False)
     _, plain = trained(kind, dtype, True)
