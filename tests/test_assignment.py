@@ -129,6 +129,9 @@ def test_the_copy_changes_nothing_but_the_listed_bodies(fresh):
         if str(rel) in REPLACED_FILES:
             assert copied.decode() == REPLACED_FILES[str(rel)]
             continue
+        if str(rel) == "backend.py":  # one line changed: the copy starts in plain mode (handout._plain_by_default)
+            plain = assignment.PLAIN_DEFAULT
+            original = original.replace(plain.encode(), plain.replace("False", "True ").encode(), 1)
         if str(rel) not in targets:
             assert copied == original, rel
             continue
@@ -252,6 +255,18 @@ def test_student_copy_has_no_instructor_code_and_no_assignment_command(fresh):
     out = subprocess.run([sys.executable, "-m", "tinyvae", "--help"], cwd=fresh, env=env, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0 and "gradcheck" in out.stdout and "assignment" not in out.stdout
+
+
+def test_a_student_copy_starts_in_plain_mode_and_the_solution_does_not(fresh):
+    """The copy has no CuPy kernels, so its fused paths must never run: its backend starts in plain mode."""
+    code = "import tinyvae.backend as B; print(B.plain(), B.fast_gpu())"
+    env = {k: v for k, v in os.environ.items() if k != "TINYVAE_PLAIN"}
+    student = subprocess.run([sys.executable, "-c", code], cwd=fresh, env=dict(env, PYTHONPATH=str(fresh)),
+                             capture_output=True, text=True, timeout=60)
+    solution = subprocess.run([sys.executable, "-c", code], cwd=SOLUTION_ROOT,
+                              env=dict(env, PYTHONPATH=str(SOLUTION_ROOT)), capture_output=True, text=True, timeout=60)
+    assert student.stdout.split() == ["True", "False"], student.stderr
+    assert solution.stdout.split() == ["False", "False"], solution.stderr
 
 
 def test_the_students_self_check_covers_every_graded_function(fresh, tmp_path):

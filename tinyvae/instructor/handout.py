@@ -418,6 +418,7 @@ def _build(folder, entries):
     for file, text in REPLACED_FILES.items():
         if (pkg / file).exists():
             (pkg / file).write_text(text, encoding="utf-8")
+    _plain_by_default(pkg / "backend.py")
     if _patterns(entries):  # hint short or none somewhere: no docstring or comment may still give it away
         for path in sorted(pkg.rglob("*.py")):
             old = path.read_text(encoding="utf-8")
@@ -444,6 +445,19 @@ def _build(folder, entries):
     marker = json.dumps({"tinyvae": __version__, **config_dict(entries)}, indent=1) + "\n"
     (folder / MARKER).write_text(marker, encoding="utf-8")
     (pkg / RECORD).write_text(marker, encoding="utf-8")  # travels with every submission: the grader compares it
+
+
+PLAIN_DEFAULT = "    plain = False "  # backend._State's default, as written there
+
+
+def _plain_by_default(path):
+    """A handout has no CuPy kernels (``REPLACED_FILES``), so its backend starts in plain mode: on every backend,
+    CuPy included, the models then run the student's plain functions and no fused path asks for a kernel."""
+    old = path.read_text(encoding="utf-8")
+    new = old.replace(PLAIN_DEFAULT, PLAIN_DEFAULT.replace("False", "True "), 1)
+    if new == old:
+        raise RuntimeError(f"assignment make: {path.name} no longer sets the plain-mode default ({PLAIN_DEFAULT.strip()})")
+    path.write_text(new, encoding="utf-8")
 
 
 def _add_student_tools(pkg, entries):
