@@ -198,7 +198,7 @@ def test_a_grader_whose_own_package_is_blanked_refuses(fresh, monkeypatch):
     """The copy holds no grader at all (see above); a grader run over a blanked package says what to use."""
     from tinyvae.instructor import source
     monkeypatch.setattr(source, "blanked_functions", lambda *a, **k: ["Dense.backward"])  # the grader reads it there
-    with pytest.raises(ValueError, match="is a student copy.*python -m tinyvae gradcheck"):
+    with pytest.raises(ValueError, match="is a student copy.*python -m tinyvae.selfcheck"):
         grade(fresh)
 
 
@@ -267,6 +267,26 @@ def test_a_student_copy_starts_in_plain_mode_and_the_solution_does_not(fresh):
                               env=dict(env, PYTHONPATH=str(SOLUTION_ROOT)), capture_output=True, text=True, timeout=60)
     assert student.stdout.split() == ["True", "False"], student.stderr
     assert solution.stdout.split() == ["False", "False"], solution.stderr
+
+
+def test_gradcheck_in_a_student_copy_fails_where_the_grader_would(fresh, tmp_path):
+    """Finite differences cannot see a backward that ASSIGNS .grad instead of adding to it (the grader gives 0):
+    in a student copy `tinyvae gradcheck` runs the self-check too, so it fails there, naming the function."""
+    root = _solved(fresh, tmp_path)
+    env = dict(os.environ, PYTHONPATH=str(root), TINYVAE_BACKEND="numpy")
+    run = lambda: subprocess.run([sys.executable, "-m", "tinyvae", "gradcheck"], cwd=root, env=env,  # noqa: E731
+                                 capture_output=True, text=True, timeout=300)
+    good = run()
+    assert good.returncode == 0 and "the self-check" in good.stdout, good.stdout + good.stderr
+    _set_body(root, "layers.py", "Dense.backward", """
+        x = self._saved(self._cache)
+        self.W.grad = x.T @ dout
+        self.b.grad = dout.sum(axis=0)
+        return dout @ self.W.data.T if self.input_grad else None
+    """)
+    bad = run()
+    assert bad.returncode == 1
+    assert any(line.startswith("Dense.backward") and "FAIL" in line for line in bad.stdout.splitlines()), bad.stdout
 
 
 def test_the_students_self_check_covers_every_graded_function(fresh, tmp_path):

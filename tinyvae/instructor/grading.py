@@ -168,7 +168,7 @@ def _solution():
     if blanked:
         raise ValueError(f"assignment grade: the tinyvae running the grader ({source.PACKAGE_DIR}) is a student "
                          f"copy ({blanked[0]} raises NotImplementedError); grade with the solution installed. "
-                         "Students check their own work with: python -m tinyvae gradcheck")
+                         "Students check their own work with: python -m tinyvae.selfcheck (or tinyvae gradcheck)")
     return tinyvae
 
 

@@ -329,7 +329,7 @@ runs each function above the way the grader does, on cases of the grader's own k
 a square layer, `input_grad = False`, `.grad` already holding values so that backward must ADD, logits of +-1e4,
 Adam with eps and weight decay), and prints one row per graded function with its points. The grader uses other
 values of the same kinds, so "all pass" here means it will say the same. `python -m tinyvae gradcheck` compares
-your gradients with centered finite differences in float64, if you want to see them number by number.
+your gradients with centered finite differences in float64, number by number, then runs the same self-check.
 {nb}
 ## What to submit
 
