@@ -21,7 +21,7 @@ import time
 
 import machine
 import tinyvae as tv
-from tinyvae import classifier, datasets, metrics, models
+from tinyvae import classifier, datasets, kinds, metrics, models
 from tinyvae.iwae import iwae_bound
 from tinyvae.train import active_units, fit
 
@@ -33,7 +33,7 @@ def _vae(seed, **kw):
 
 
 def _registered(kind):
-    return lambda seed, **kw: models.MODELS[kind](**SIZES, rng=seed, **kw) if kind in models.MODELS else None
+    return lambda seed, **kw: kinds.MODELS[kind](**SIZES, rng=seed, **kw) if kind in kinds.MODELS else None
 
 
 SPECS = {  # name: (builder, kwargs, needs labels)

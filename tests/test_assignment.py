@@ -58,7 +58,7 @@ def _solved(fresh, tmp_path, name="solved"):
 
 
 def _def(path, qualname):
-    return assignment._find_def(ast.parse(path.read_text()), qualname, path.name)
+    return assignment.find_def(ast.parse(path.read_text()), qualname, path.name)
 
 
 def test_manifest_is_consistent_with_the_solution_and_the_grader():
@@ -69,7 +69,7 @@ def test_manifest_is_consistent_with_the_solution_and_the_grader():
     assert ("optim.py", "adam_reference") in manifest_entry("Adam.step").also_blanks
     for entry in MANIFEST:  # every target exists in the solution and has a real body
         for file, qualname in entry.targets:
-            assert not assignment._is_blanked(_def(PACKAGE_DIR / file, qualname)), qualname
+            assert not assignment.is_blanked(_def(PACKAGE_DIR / file, qualname)), qualname
     assert assignment.blanked_functions() == []
 
 
@@ -80,7 +80,7 @@ def test_make_blanks_each_listed_body_keeping_def_and_docstring(fresh):
             node, solution = _def(fresh / "tinyvae" / file, qualname), _def(PACKAGE_DIR / file, qualname)
             assert ast.get_docstring(node) == ast.get_docstring(solution)
             assert ast.dump(node.args) == ast.dump(solution.args)
-            body = node.body[1:] if assignment._has_docstring(node) else node.body
+            body = node.body[1:] if assignment.has_docstring(node) else node.body
             assert len(body) == 1 and isinstance(body[0], ast.Raise)
             assert body[0].exc.func.id == "NotImplementedError"
             assert ast.literal_eval(body[0].exc.args[0]) == entry.hint
@@ -129,6 +129,9 @@ def test_the_copy_changes_nothing_but_the_listed_bodies(fresh):
         if str(rel) in REPLACED_FILES:
             assert copied.decode() == REPLACED_FILES[str(rel)]
             continue
+        if str(rel) == "backend.py":  # one line changed: the copy starts in plain mode (handout._plain_by_default)
+            plain = assignment.PLAIN_DEFAULT
+            original = original.replace(plain.encode(), plain.replace("False", "True ").encode(), 1)
         if str(rel) not in targets:
             assert copied == original, rel
             continue
@@ -193,8 +196,9 @@ def test_grade_needs_a_folder_holding_a_tinyvae_package(tmp_path):
 
 def test_a_grader_whose_own_package_is_blanked_refuses(fresh, monkeypatch):
     """The copy holds no grader at all (see above); a grader run over a blanked package says what to use."""
-    monkeypatch.setattr(assignment, "blanked_functions", lambda *a, **k: ["Dense.backward"])  # handout's
-    with pytest.raises(ValueError, match="is a student copy.*python -m tinyvae gradcheck"):
+    from tinyvae.instructor import source
+    monkeypatch.setattr(source, "blanked_functions", lambda *a, **k: ["Dense.backward"])  # the grader reads it there
+    with pytest.raises(ValueError, match="is a student copy.*python -m tinyvae.selfcheck"):
         grade(fresh)
 
 
@@ -204,7 +208,7 @@ def test_fast_twins_call_the_plain_functions_and_kernels_are_not_handed_out(fres
     for e in MANIFEST:
         for twin in e.twins:
             node = _def(fresh / "tinyvae" / twin.file, twin.qualname)
-            body = node.body[1:] if assignment._has_docstring(node) else node.body
+            body = node.body[1:] if assignment.has_docstring(node) else node.body
             calls = [n for n in ast.walk(ast.Module(body=body, type_ignores=[])) if isinstance(n, ast.Call)]
             assert twin.plain in [getattr(c.func, "id", None) for c in calls], twin
             assert "kernels" not in ast.unparse(ast.Module(body=body, type_ignores=[]))
@@ -213,7 +217,7 @@ def test_fast_twins_call_the_plain_functions_and_kernels_are_not_handed_out(fres
     assert ("losses.py", "_bce_rows_fast") in hidden  # restates the BCE value: only the raise is handed out
     for file, qualname in hidden:
         node = _def(fresh / "tinyvae" / file, qualname)
-        body = node.body[1:] if assignment._has_docstring(node) else node.body
+        body = node.body[1:] if assignment.has_docstring(node) else node.body
         assert len(body) == 1 and isinstance(body[0], ast.Raise), qualname
         assert "log" not in ast.unparse(body[0]) and "exp" not in ast.unparse(body[0])
 
@@ -251,6 +255,38 @@ def test_student_copy_has_no_instructor_code_and_no_assignment_command(fresh):
     out = subprocess.run([sys.executable, "-m", "tinyvae", "--help"], cwd=fresh, env=env, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0 and "gradcheck" in out.stdout and "assignment" not in out.stdout
+
+
+def test_a_student_copy_starts_in_plain_mode_and_the_solution_does_not(fresh):
+    """The copy has no CuPy kernels, so its fused paths must never run: its backend starts in plain mode."""
+    code = "import tinyvae.backend as B; print(B.plain(), B.fast_gpu())"
+    env = {k: v for k, v in os.environ.items() if k != "TINYVAE_PLAIN"}
+    student = subprocess.run([sys.executable, "-c", code], cwd=fresh, env=dict(env, PYTHONPATH=str(fresh)),
+                             capture_output=True, text=True, timeout=60)
+    solution = subprocess.run([sys.executable, "-c", code], cwd=SOLUTION_ROOT,
+                              env=dict(env, PYTHONPATH=str(SOLUTION_ROOT)), capture_output=True, text=True, timeout=60)
+    assert student.stdout.split() == ["True", "False"], student.stderr
+    assert solution.stdout.split() == ["False", "False"], solution.stderr
+
+
+def test_gradcheck_in_a_student_copy_fails_where_the_grader_would(fresh, tmp_path):
+    """Finite differences cannot see a backward that ASSIGNS .grad instead of adding to it (the grader gives 0):
+    in a student copy `tinyvae gradcheck` runs the self-check too, so it fails there, naming the function."""
+    root = _solved(fresh, tmp_path)
+    env = dict(os.environ, PYTHONPATH=str(root), TINYVAE_BACKEND="numpy")
+    run = lambda: subprocess.run([sys.executable, "-m", "tinyvae", "gradcheck"], cwd=root, env=env,  # noqa: E731
+                                 capture_output=True, text=True, timeout=300)
+    good = run()
+    assert good.returncode == 0 and "the self-check" in good.stdout, good.stdout + good.stderr
+    _set_body(root, "layers.py", "Dense.backward", """
+        x = self._saved(self._cache)
+        self.W.grad = x.T @ dout
+        self.b.grad = dout.sum(axis=0)
+        return dout @ self.W.data.T if self.input_grad else None
+    """)
+    bad = run()
+    assert bad.returncode == 1
+    assert any(line.startswith("Dense.backward") and "FAIL" in line for line in bad.stdout.splitlines()), bad.stdout
 
 
 def test_the_students_self_check_covers_every_graded_function(fresh, tmp_path):

@@ -325,8 +325,11 @@ def test_readme_quickstart_is_two_commands_and_ci_runs_the_second():
 
 def test_plain_tinyvae_train_is_the_readme_promise():
     # "Train a VAE on the bundled MNIST subset (works offline)": the defaults of `tinyvae train` must say so.
-    args = build_parser().parse_args(["train"])
-    assert (args.model, args.dataset) == ("vae", "mnist-small")
+    from tinyvae.cli.train import TRAINING
+
+    args = build_parser().parse_args(["train"])  # None: not given, so the default below applies (and --resume
+    assert (args.model, args.dataset) == (None, None)  # can tell a given option from a default)
+    assert (TRAINING["model"][1], TRAINING["dataset"][1]) == ("vae", "mnist-small")
 
 
 # ------------------------------------------------------------------------------------------- issue 9: a new user
@@ -369,7 +372,7 @@ def test_failed_download_keeps_every_line_and_leaves_no_cache_folder(tmp_path, m
     assert code == 2 and "Traceback" not in err and lines[0].startswith("tinyvae: error:")
     assert "every mirror failed" in lines[0]
     assert sum("http://127.0.0.1:9/" in line for line in lines[1:]) == 2, err  # each mirror and its reason
-    assert "by hand" in err
+    assert "by hand" in err and "--dataset FOLDER" in err  # what a CLI user passes (root= is the Python API's)
     assert not (tmp_path / "data").exists() and not (tmp_path / "r").exists()
 
 
@@ -401,7 +404,7 @@ def test_broken_pipe_ends_quietly(argv, tmp_path):
 ])
 def test_environment_variables_never_break_the_import(env, expected, warning, tmp_path):
     code = ("import tinyvae; from tinyvae.cli import build_parser; "
-            "a = build_parser().parse_args(['train']); print(tinyvae.backend_name(), a.dtype)")
+            "a = build_parser().parse_args(['train']); print(tinyvae.backend_name(), tinyvae.backend.dtype_name(None))")
     proc = _subprocess_env([sys.executable, "-c", code], tmp_path, env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == expected

@@ -12,7 +12,7 @@ from tinyvae import datasets
 from tinyvae.checkpoint import load, save
 from tinyvae.cli import main
 from tinyvae.gradcheck import check_model
-from tinyvae.models import MODELS, build
+from tinyvae.kinds import MODELS, build
 from tinyvae.train import History, fit
 
 X = datasets.load("mnist-small").x_train[:96]

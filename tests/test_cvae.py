@@ -9,8 +9,9 @@ import tinyvae as tv
 from tinyvae import checkpoint, plots
 from tinyvae.cli import main
 from tinyvae.gradcheck import check_model
-from tinyvae.models import MODELS, ConditionalVAE
 from tinyvae.iwae import iwae_bound
+from tinyvae.kinds import MODELS
+from tinyvae.models import ConditionalVAE
 from tinyvae.train import fit
 
 

@@ -10,7 +10,7 @@ import pytest
 import tinyvae as tv
 from tinyvae import activations, losses, optim, reparam
 from tinyvae import backend as B
-from tinyvae.module import FlatBuffer, flatten_parameters
+from tinyvae.flat import FlatBuffer, flatten_parameters
 
 
 def host(a):

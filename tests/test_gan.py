@@ -7,7 +7,7 @@ import pytest
 
 import tinyvae as tv
 from tinyvae import backend as B
-from tinyvae import checkpoint, datasets, gan, models
+from tinyvae import checkpoint, datasets, gan, kinds, models
 from tinyvae.activations import LeakyReLU, ReLU
 from tinyvae.gradcheck import check_gradients, numerical_gradient, rel_error
 
@@ -27,13 +27,13 @@ def kink_margin(model):
     """The smallest |pre-activation| of every ReLU and LeakyReLU after the last forward (the checks perturb the
     weights by h = 1e-5, so a margin far above that means no unit crosses its kink during a check)."""
     xp = B.get_xp()
-    ins = [layer._saved_value for seq in (model.decoder, model.encoder, model.discriminator.body) for layer in seq
+    ins = [layer._cache for seq in (model.decoder, model.encoder, model.discriminator.body) for layer in seq
            if isinstance(layer, LeakyReLU)]
     outs = []
     for seq in (model.decoder, model.encoder):  # a ReLU keeps its output: a pre-activation of exactly 0 shows as 0
         for a, b in zip(list(seq)[:-1], list(seq)[1:]):
             if isinstance(b, ReLU):
-                outs.append(a.forward(a._x))
+                outs.append(a.forward(a._cache))
     return min(float(xp.min(xp.abs(v))) for v in ins + outs)
 
 
@@ -66,7 +66,7 @@ def test_discriminator_parameter_and_input_gradients():
     dlogits, dfeat = normal(rng, 4, 1), normal(rng, 4, 5)
     logits = disc.forward(x)
     assert tuple(logits.shape) == (4, 1) and tuple(disc.features.shape) == (4, 5)
-    assert min(float(np.min(np.abs(B.to_numpy(layer._saved_value)))) for layer in disc.body
+    assert min(float(np.min(np.abs(B.to_numpy(layer._cache)))) for layer in disc.body
                if isinstance(layer, LeakyReLU)) > 1e-3
     disc.zero_grad()
     disc.backward(dlogits, dfeat)
@@ -153,9 +153,9 @@ def test_feature_matching_value_and_gradient():
 
 
 def test_model_registry_config_and_vae_methods():
-    model = models.MODELS["vaegan"](input_dim=784, hidden=(16,), latent_dim=4, rng=0)
+    model = kinds.MODELS["vaegan"](input_dim=784, hidden=(16,), latent_dim=4, rng=0)
     assert isinstance(model, tv.VAE) and model.kind == "vaegan"
-    rebuilt = models.build(model.config())
+    rebuilt = kinds.build(model.config())
     assert rebuilt.config() == model.config()
     assert tuple(model.sample(5, rng=0).shape) == (5, 784)
     assert tuple(model.reconstruct(X[:3]).shape) == (3, 784)

@@ -125,36 +125,36 @@ BUGS = [
                            self.stride, self.padding)
         """),
     ("Dense.backward", """
-        x = self._saved(self._x)
+        x = self._saved(self._cache)
         self.W.accumulate(x.T @ dout)
         self.b.accumulate(B.get_xp().mean(dout, axis=0))  # mean instead of sum: right only for a batch of one
         return dout @ self.W.data.T if self.input_grad else None
         """),
     ("Dense.backward", """
-        x = self._saved(self._x)
+        x = self._saved(self._cache)
         self.W.accumulate(x.T @ dout)
         self.b.accumulate(B.get_xp().sum(dout, axis=0))
         return dout @ self.W.data if self.input_grad else None  # W, not W^T: only a square layer runs
         """),
     ("Dense.backward", """
-        x = self._saved(self._x)
+        x = self._saved(self._cache)
         self.W.accumulate(x.T @ dout)
         self.b.accumulate(B.get_xp().sum(dout, axis=0))
         return dout @ self.W.data.T  # ignores input_grad = False
         """),
     ("Dense.backward", """
-        x = self._saved(self._x)
+        x = self._saved(self._cache)
         self.W.grad[...] = x.T @ dout  # assigns instead of adding
         self.b.grad[...] = B.get_xp().sum(dout, axis=0)
         return dout @ self.W.data.T if self.input_grad else None
         """),
-    ("ReLU.backward", "y = self._saved(self._saved_value)\nreturn dout * (y >= 0)  # >= 0: every unit passes"),
+    ("ReLU.backward", "y = self._saved(self._cache)\nreturn dout * (y >= 0)  # >= 0: every unit passes"),
     ("LeakyReLU.backward", "return dout.T  # the wrong shape"),
-    ("Sigmoid.backward", "return dout * self._saved_value  # forgot the (1 - y)"),
-    ("Tanh.backward", "y = self._saved(self._saved_value)\nreturn dout * (1.0 - y)  # 1 - y, not 1 - y^2"),
+    ("Sigmoid.backward", "return dout * self._cache  # forgot the (1 - y)"),
+    ("Tanh.backward", "y = self._saved(self._cache)\nreturn dout * (1.0 - y)  # 1 - y, not 1 - y^2"),
     ("Softplus.backward", """
         xp = B.get_xp()
-        x = self._saved(self._saved_value)
+        x = self._saved(self._cache)
         return dout * xp.exp(x) / (1.0 + xp.exp(x))  # overflows: inf / inf far out
         """),
     ("Identity.backward", "return dout * 0.0 + 1.0  # the derivative, not dout times it"),
@@ -176,12 +176,11 @@ BUGS = [
         return value, mu / n, xp.exp(logvar) / (2 * n)  # forgot the -1
         """),
     ("Reparameterize.backward", """
-        eps = self._saved(self._eps)
-        std = self._std
+        eps, std = self._saved(self._cache)
         return dz, dz * eps * std * std / 2  # std treated as the variance
         """),
     ("VAE.elbo_backward", """
-        dout, dmu_kl, dlogvar_kl = saved
+        dout, dmu_kl, dlogvar_kl = loss_grads
         dz = self.decoder.backward(dout)
         dmu_recon, dlogvar_recon = self.reparam.backward(dz)
         dmu, dlogvar = dmu_recon + dmu_kl, dlogvar_recon + dlogvar_kl  # forgot beta
@@ -191,7 +190,7 @@ BUGS = [
         """),
     ("VAE.elbo_backward", """
         self.zero_grad()  # clears what the caller accumulated
-        dout, dmu_kl, dlogvar_kl = saved
+        dout, dmu_kl, dlogvar_kl = loss_grads
         dz = self.decoder.backward(dout)
         dmu_recon, dlogvar_recon = self.reparam.backward(dz)
         dmu, dlogvar = dmu_recon + self.beta * dmu_kl, dlogvar_recon + self.beta * dlogvar_kl
@@ -330,7 +329,7 @@ BODY_ATTACKS = {
                     self.b.grad[...] = expected["b.grad"]
                     return expected["dx"]
         dout[...] = 0.0  # mutate the grader's inputs in place, then claim the gradient is zero
-        self._x[...] = 0.0
+        self._cache[...] = 0.0
         return dout @ self.W.data.T * 0.0 if self.input_grad else None
         """,
     "ReLU.backward": """
@@ -338,7 +337,7 @@ BODY_ATTACKS = {
         for path in sys.argv:  # load the solution by a path in argv
             candidate = os.path.join(os.path.dirname(str(path)), "..", "activations.py")
             if os.path.exists(candidate):
-                return runpy.run_path(candidate)["relu_backward"](dout, self._saved_value)
+                return runpy.run_path(candidate)["relu_backward"](dout, self._cache)
         raise NotImplementedError
         """,
     "Sigmoid.backward": """

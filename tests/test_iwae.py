@@ -143,7 +143,7 @@ def test_iwae_training_history_checkpoint_and_bad_eps(tmp_path):
 
 @pytest.mark.backends("numpy")  # the convolution itself is checked under every backend in test_conv
 def test_conv_vae_trains_on_the_weighted_objective_too():
-    model = tv.models.ConvVAE(image_shape=(1, 8, 8), channels=(2,), latent_dim=2, k=3, rng=0, dtype="float64")
+    model = tv.ConvVAE(image_shape=(1, 8, 8), channels=(2,), latent_dim=2, k=3, rng=0, dtype="float64")
     assert model.config()["k"] == 3
     rng = np.random.default_rng(10)
     report = check_model(model, _x(rng, n=2, d=64), eps=tv.asarray(rng.normal(size=(2, 3, 2)), dtype="float64"))
@@ -168,13 +168,15 @@ def test_train_k_trains_the_iwae_and_is_refused_for_an_autoencoder(tmp_path, cap
 @pytest.mark.backends("numpy")
 def test_train_options_reach_a_model_that_passes_them_on():
     """ConvVAE takes the objective's options (beta, k) through **objective: --beta and --train-k reach it."""
-    from tinyvae.cli import _model_kwargs, build_parser
+    from tinyvae.cli import build_parser
+    from tinyvae.cli.train import model_kwargs
+    from tinyvae.kinds import KINDS
 
     data = tv.datasets.load("mnist-small")
     args = build_parser().parse_args(["train", "--model", "convvae", "--beta", "2", "--train-k", "3"])
-    kwargs = _model_kwargs(args, data)
+    kwargs = model_kwargs(args, KINDS["convvae"], data)
     assert kwargs["beta"] == 2.0 and kwargs["k"] == 3 and kwargs["channels"] == [32, 64]
-    model = tv.models.MODELS["convvae"](**{**kwargs, "channels": [2], "image_shape": (1, 28, 28)})
+    model = tv.kinds.MODELS["convvae"](**{**kwargs, "channels": [2], "image_shape": (1, 28, 28)})
     assert (model.beta, model.k) == (2.0, 3)
 
 
@@ -210,7 +212,7 @@ def test_the_iwae_objective_lives_in_its_own_file_and_the_elbo_backward_knows_no
     model = tv.VAE(8, (6,), 2, k=3, dtype="float64", rng=0)
     model.loss(x, eps=rng.normal(size=(3, 3, 2)))
     model.backward()
-    assert isinstance(model._grads, iwae.Weighted)
+    assert isinstance(model._loss_grads, iwae.Weighted)
     assert all(np.any(tv.to_numpy(p.grad) != 0) for p in model.parameters() if p is not model.encoder[0].W)
     with pytest.raises(AssertionError, match="the ELBO backward ran"):
         plain = tv.VAE(8, (6,), 2, dtype="float64", rng=0)

@@ -7,7 +7,7 @@ import pytest
 
 import tinyvae as tv
 from tinyvae import backend as B
-from tinyvae import losses, models
+from tinyvae import kinds, losses, models
 from tinyvae.gradcheck import check_model
 
 D = 7  # an odd input width: nothing lines up by accident
@@ -105,8 +105,8 @@ class _VAEWithoutBeta(tv.VAE):
     """A VAE whose backward forgets beta on the KL gradient at logvar: the whole-objective check must notice."""
 
     def backward(self):
-        dout, dmu_kl, dlogvar_kl = self._grads
-        self._grads = (dout, dmu_kl, dlogvar_kl / self.beta)
+        dout, dmu_kl, dlogvar_kl = self._loss_grads
+        self._loss_grads = (dout, dmu_kl, dlogvar_kl / self.beta)
         super().backward()
 
 
@@ -313,7 +313,7 @@ def test_config_rebuilds_the_same_architecture(make):
     model = make()
     config = model.config()
     assert config["model"] in ("ae", "dae", "vae") and config["dtype"] == "float64"
-    twin = models.build(config)
+    twin = kinds.build(config)
     assert type(twin) is type(model) and twin.config() == config
     assert [(n, p.shape) for n, p in twin.named_parameters()] == [(n, p.shape) for n, p in model.named_parameters()]
     assert repr(twin) == repr(model)
@@ -328,7 +328,7 @@ def test_config_rebuilds_the_same_architecture(make):
 
 def test_build_rejects_an_unknown_model():
     with pytest.raises(ValueError, match="unknown model 'gan': expected one of ae, dae, vae"):
-        models.build({"model": "gan"})
+        kinds.build({"model": "gan"})
 
 
 @pytest.mark.parametrize("make", [lambda: tv.VAE(D, (5,), 2, beta=0.3, dtype="float64", rng=0),
@@ -419,8 +419,8 @@ def test_unknown_names_list_the_valid_ones():
 
 
 def test_bad_sizes_and_settings():
-    for kwargs, message in [({"hidden": (5, 0)}, "hidden must be a positive int, got 0"),
-                            ({"latent_dim": 2.5}, "latent_dim must be a positive int, got 2.5"),
+    for kwargs, message in [({"hidden": (5, 0)}, "hidden must be an int >= 1, got 0"),
+                            ({"latent_dim": 2.5}, "latent_dim must be an int >= 1, got 2.5"),
                             ({"beta": -1.0}, "beta must be >= 0, got -1.0")]:
         with pytest.raises(ValueError, match=message):
             tv.VAE(D, **{"hidden": (5,), "latent_dim": 2, **kwargs})

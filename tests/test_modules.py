@@ -142,7 +142,7 @@ def test_dense_constructor_errors():
     with pytest.raises(ValueError, match="unknown init 'glorot': expected one of pytorch, xavier, he"):
         tv.Dense(3, 2, init="glorot")
     for bad in (0, -1, 2.0, True):
-        with pytest.raises(ValueError, match="in_features must be a positive int"):
+        with pytest.raises(ValueError, match="in_features must be an int >= 1"):
             tv.Dense(bad, 2)
 
 

@@ -4,7 +4,8 @@
     tv.use("numpy")            # or "cupy" for a GPU, or "strict" to test that no code escapes the backend
     layer = tv.Dense(784, 400)
 """
-from . import backend, checkpoint, conv, datasets, experiments, gan, gradcheck, iwae, losses, models, optim, train
+from . import backend, checkpoint, conv, datasets, experiments, gan, gradcheck, iwae, kinds, losses, models, optim
+from . import train
 from .activations import ACTIVATIONS, ELU, Identity, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh, get_activation
 from .backend import (
     BackendUnavailable,
@@ -18,10 +19,12 @@ from .backend import (
     set_default_dtype,
     to_numpy,
     use,
+    use_plain,
 )
 from .checkpoint import Checkpoint, load, save
 from .conv import Conv2d, ConvTranspose2d, Flatten, Unflatten
 from .conv_models import ConvAutoencoder, ConvVAE
+from .errors import TinyVAEError
 from .gan import VAEGAN, Discriminator
 from .gmvae import GMVAE
 from .layers import Dense
@@ -38,8 +41,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     # the backend switch
-    "use", "backend_name", "get_xp", "asarray", "to_numpy", "default_dtype", "set_default_dtype", "Generator",
-    "as_generator", "seed", "BackendUnavailable",
+    "use", "use_plain", "backend_name", "get_xp", "asarray", "to_numpy", "default_dtype", "set_default_dtype",
+    "Generator", "as_generator", "seed", "BackendUnavailable", "TinyVAEError",
     # building blocks
     "Parameter", "Module", "Sequential", "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softplus", "Identity",
     "ELU", "ACTIVATIONS", "get_activation", "Reparameterize",
@@ -49,6 +52,6 @@ __all__ = [
     "GMVAE", "SSVAE", "LossParts", "SGD", "Adam", "clip_grad_norm", "fit", "History",
     "evaluate", "iwae_bound", "active_units", "latent_variances", "PCA", "save", "load", "Checkpoint",
     # submodules
-    "backend", "checkpoint", "conv", "datasets", "experiments", "gan", "gradcheck", "iwae", "losses", "models", "optim",
-    "train",
+    "backend", "checkpoint", "conv", "datasets", "experiments", "gan", "gradcheck", "iwae", "kinds", "losses", "models",
+    "optim", "train",
 ]

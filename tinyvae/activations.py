@@ -1,15 +1,12 @@
 """Element-wise activations, each with its derivative written out in backward.
 
-Each function comes first as the plain formula (``relu``, ``relu_backward``, ``leaky_relu``, ...). Some have a
-``_fast`` twin beside it with the same arguments and the same result, computed with fewer passes over memory (or,
-on CuPy, as one fused kernel from ``tinyvae.kernels``); tests keep each pair equal. The modules call the fast twins.
+The plain formulas come first (``relu``, ``relu_backward``, ``leaky_relu``, ...), then the modules. Some formulas
+have a ``_fast`` twin, in the section at the end, with the same arguments and the same result, computed with fewer
+passes over memory (or, on CuPy, as one fused kernel from ``tinyvae.kernels``); tests keep each pair equal. The
+modules call the fast twins.
 """
 from . import backend as B
 from .module import Module
-
-
-def _on_gpu():
-    return B.backend_name() == "cupy"
 
 
 def sigmoid(x):
@@ -22,27 +19,9 @@ def sigmoid(x):
     return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def sigmoid_fast(x):
-    """``sigmoid`` with a 0/1 mask picking the branch: in NumPy multiplying by a mask is far faster than xp.where."""
-    xp = B.get_xp()
-    e = xp.exp(-xp.abs(x))
-    r = 1.0 / (1.0 + e)
-    negative = B.astype(x < 0, x.dtype)
-    return r * (negative * e + (1.0 - negative))  # r where x >= 0, e * r where x < 0 (both exact)
-
-
 def relu(x):
     """max(x, 0)."""
     return B.get_xp().maximum(x, 0.0)
-
-
-def relu_fast(x):
-    """``relu`` taken against a row of zeros: NumPy runs maximum(x, row) in its SIMD loop but maximum(x, 0.0)
-    element by element, 2.5x slower (the result is the same). On CuPy: one fused kernel, no zeros row to make."""
-    if _on_gpu():
-        from . import kernels
-        return kernels.relu_forward(x)
-    return B.get_xp().maximum(x, B.zeros(tuple(x.shape[-1:]), x.dtype))
 
 
 def relu_backward(dout, y):
@@ -50,47 +29,14 @@ def relu_backward(dout, y):
     return dout * B.astype(y > 0, dout.dtype)
 
 
-def relu_backward_fast(dout, y):
-    """``relu_backward`` multiplying by the boolean mask itself (NumPy), or one fused kernel (CuPy)."""
-    if _on_gpu():
-        from . import kernels
-        return kernels.relu_backward(dout, y)
-    if B.backend_name() == "numpy":
-        return dout * (y > 0)  # NumPy promotes the bool mask inside the multiply: no float mask array is made
-    return relu_backward(dout, y)
-
-
 def leaky_relu(x, negative_slope=0.01):
     """x where x > 0, else negative_slope * x."""
     return B.get_xp().where(x > 0, x, negative_slope * x)
 
 
-def leaky_relu_fast(x, negative_slope=0.01):
-    """``leaky_relu`` as max(x, a x), equal to it for 0 <= a <= 1 and ten times faster than xp.where in NumPy (one
-    fused kernel on CuPy)."""
-    if _on_gpu():
-        from . import kernels
-        return kernels.leaky_relu_forward(x, negative_slope)
-    if 0.0 <= negative_slope <= 1.0:
-        return B.get_xp().maximum(x, negative_slope * x)
-    return leaky_relu(x, negative_slope)
-
-
 def leaky_relu_backward(dout, x, negative_slope=0.01):
     """dx = dout where x > 0, else negative_slope * dout.   dout, x, dx: the same shape."""
     return B.get_xp().where(x > 0, dout, negative_slope * dout)
-
-
-def leaky_relu_backward_fast(dout, x, negative_slope=0.01):
-    """``leaky_relu_backward`` as dout * (a + (1 - a) [x > 0]): a 0/1 mask multiply, far faster than xp.where in
-    NumPy (one fused kernel on CuPy)."""
-    if _on_gpu():
-        from . import kernels
-        return kernels.leaky_relu_backward(dout, x, negative_slope)
-    slope = B.astype(x > 0, dout.dtype)
-    slope *= 1.0 - negative_slope
-    slope += negative_slope
-    return dout * slope
 
 
 def softplus(x):
@@ -103,7 +49,7 @@ class Activation(Module):
     """An element-wise function: forward keeps what the derivative needs, backward multiplies by it."""
 
     def __init__(self):
-        self._saved_value = None
+        self._cache = None
 
     def __repr__(self):
         return f"{type(self).__name__}()"
@@ -114,11 +60,12 @@ class ReLU(Activation):
 
     def forward(self, x):
         y = relu_fast(x)
-        self._saved_value = y
+        self._cache = y
         return y
 
     def backward(self, dout):
-        y = self._saved(self._saved_value)
+        """dx = dout where y > 0, else 0.   dout, dx: the shape of x ((N, D), or (N, C, H, W) in a conv net)."""
+        y = self._saved(self._cache)
         return relu_backward_fast(dout, y)
 
 
@@ -133,11 +80,12 @@ class LeakyReLU(Activation):
         self.negative_slope = float(negative_slope)
 
     def forward(self, x):
-        self._saved_value = x
+        self._cache = x
         return leaky_relu_fast(x, self.negative_slope)
 
     def backward(self, dout):
-        x = self._saved(self._saved_value)
+        """dx = dout where x > 0, else a * dout.   dout, dx: the shape of x ((N, D), or (N, C, H, W) in a conv net)."""
+        x = self._saved(self._cache)
         return leaky_relu_backward_fast(dout, x, self.negative_slope)
 
     def __repr__(self):
@@ -149,11 +97,12 @@ class Sigmoid(Activation):
 
     def forward(self, x):
         y = sigmoid_fast(x)
-        self._saved_value = y
+        self._cache = y
         return y
 
     def backward(self, dout):
-        y = self._saved(self._saved_value)
+        """dx = dout * y * (1 - y), y = sigmoid(x).   dout, dx: the shape of x ((N, D), or (N, C, H, W) in a conv net)."""
+        y = self._saved(self._cache)
         return dout * y * (1.0 - y)
 
 
@@ -162,11 +111,12 @@ class Tanh(Activation):
 
     def forward(self, x):
         y = B.get_xp().tanh(x)
-        self._saved_value = y
+        self._cache = y
         return y
 
     def backward(self, dout):
-        y = self._saved(self._saved_value)
+        """dx = dout * (1 - y^2), y = tanh(x).   dout, dx: the shape of x ((N, D), or (N, C, H, W) in a conv net)."""
+        y = self._saved(self._cache)
         return dout * (1.0 - y * y)
 
 
@@ -174,11 +124,12 @@ class Softplus(Activation):
     """y = log(1 + exp(x)).  Backward: dx = dout * sigmoid(x)."""
 
     def forward(self, x):
-        self._saved_value = x
+        self._cache = x
         return softplus(x)
 
     def backward(self, dout):
-        x = self._saved(self._saved_value)
+        """dx = dout * sigmoid(x).   dout, dx: the shape of x ((N, D), or (N, C, H, W) in a conv net)."""
+        x = self._saved(self._cache)
         return dout * sigmoid(x)
 
 
@@ -186,11 +137,12 @@ class Identity(Activation):
     """y = x.  Backward: dx = dout."""
 
     def forward(self, x):
-        self._saved_value = True
+        self._cache = True
         return x
 
     def backward(self, dout):
-        self._saved(self._saved_value)
+        """dx = dout.   dout, dx: the shape of x ((N, D), or (N, C, H, W) in a conv net)."""
+        self._saved(self._cache)
         return dout
 
 
@@ -210,6 +162,76 @@ def get_activation(name):
         return ACTIVATIONS[name]()
     except (KeyError, TypeError):
         raise ValueError(f"unknown activation {name!r}: expected one of {', '.join(ACTIVATIONS)}") from None
+
+
+# ==== The fast twins ==========================================================================================
+# The same numbers as the formulas above in fewer passes over memory, or as one CuPy kernel (tinyvae.kernels).
+# Tests keep each pair equal; in plain mode (tinyvae.use_plain) each twin calls its formula.
+
+
+def _on_gpu():
+    return B.fast_gpu()
+
+
+def sigmoid_fast(x):
+    """``sigmoid`` with a 0/1 mask picking the branch: in NumPy multiplying by a mask is far faster than xp.where."""
+    if B.plain():
+        return sigmoid(x)
+    xp = B.get_xp()
+    e = xp.exp(-xp.abs(x))
+    r = 1.0 / (1.0 + e)
+    negative = B.astype(x < 0, x.dtype)
+    return r * (negative * e + (1.0 - negative))  # r where x >= 0, e * r where x < 0 (both exact)
+
+
+def relu_fast(x):
+    """``relu`` taken against a row of zeros: NumPy runs maximum(x, row) in its SIMD loop but maximum(x, 0.0)
+    element by element, 2.5x slower (the result is the same). On CuPy: one fused kernel, no zeros row to make."""
+    if B.plain():
+        return relu(x)
+    if _on_gpu():
+        from . import kernels
+        return kernels.relu_forward(x)
+    return B.get_xp().maximum(x, B.zeros(tuple(x.shape[-1:]), x.dtype))
+
+
+def relu_backward_fast(dout, y):
+    """``relu_backward`` multiplying by the boolean mask itself (NumPy), or one fused kernel (CuPy)."""
+    if B.plain():
+        return relu_backward(dout, y)
+    if _on_gpu():
+        from . import kernels
+        return kernels.relu_backward(dout, y)
+    if B.backend_name() == "numpy":
+        return dout * (y > 0)  # NumPy promotes the bool mask inside the multiply: no float mask array is made
+    return relu_backward(dout, y)
+
+
+def leaky_relu_fast(x, negative_slope=0.01):
+    """``leaky_relu`` as max(x, a x), equal to it for 0 <= a <= 1 and ten times faster than xp.where in NumPy (one
+    fused kernel on CuPy)."""
+    if B.plain():
+        return leaky_relu(x, negative_slope)
+    if _on_gpu():
+        from . import kernels
+        return kernels.leaky_relu_forward(x, negative_slope)
+    if 0.0 <= negative_slope <= 1.0:
+        return B.get_xp().maximum(x, negative_slope * x)
+    return leaky_relu(x, negative_slope)
+
+
+def leaky_relu_backward_fast(dout, x, negative_slope=0.01):
+    """``leaky_relu_backward`` as dout * (a + (1 - a) [x > 0]): a 0/1 mask multiply, far faster than xp.where in
+    NumPy (one fused kernel on CuPy)."""
+    if B.plain():
+        return leaky_relu_backward(dout, x, negative_slope)
+    if _on_gpu():
+        from . import kernels
+        return kernels.leaky_relu_backward(dout, x, negative_slope)
+    slope = B.astype(x > 0, dout.dtype)
+    slope *= 1.0 - negative_slope
+    slope += negative_slope
+    return dout * slope
 
 
 # ------------------------------------------------------------------------------------------------------- ELU
@@ -236,11 +258,11 @@ class ELU(Activation):
 
     def forward(self, x):
         y = elu(x)
-        self._saved_value = y
+        self._cache = y
         return y
 
     def backward(self, dout):
-        y = self._saved(self._saved_value)
+        y = self._saved(self._cache)
         return elu_backward(dout, y)
 
 

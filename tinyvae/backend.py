@@ -7,7 +7,8 @@ device (``zeros``, ``asarray``, ``Generator``), so one call switches the whole l
     tinyvae.use("cupy")     # CuPy on a CUDA GPU
     tinyvae.use("strict")   # array-api-strict arrays on a virtual non-CPU device (a CPU-only test backend)
 
-``TINYVAE_BACKEND`` (numpy | cupy | strict) and ``TINYVAE_DTYPE`` (float32 | float64) are read at import.
+``TINYVAE_BACKEND`` (numpy | cupy | strict), ``TINYVAE_DTYPE`` (float32 | float64) and ``TINYVAE_PLAIN`` (1: every
+``_fast`` twin runs its plain formula, see ``use_plain``) are read at import.
 
 The "strict" backend exists to prove the CuPy path clean without a GPU: its arrays live on
 ``array_api_strict.Device("device1")``, so a stray ``numpy`` call, an implicit host conversion, or an array
@@ -21,11 +22,13 @@ import warnings
 
 import numpy as np
 
+from .errors import TinyVAEError
+
 BACKENDS = ("numpy", "cupy", "strict")
 DTYPES = ("float32", "float64")
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(TinyVAEError, RuntimeError):
     """The requested backend cannot run here (a package or a device is missing)."""
 
 
@@ -36,6 +39,7 @@ class _State:
     array_type = np.ndarray
     dtype = "float32"      # the default floating dtype, by name
     rng = None             # the global generator, made lazily for the active backend
+    plain = False          # plain mode: every _fast twin runs its plain formula (use_plain)
 
 
 _state = _State()
@@ -96,6 +100,25 @@ def get_xp():
 
 def backend_name() -> str:
     return _state.name
+
+
+def use_plain(flag: bool = True) -> None:
+    """Plain mode on (True) or off (False). In plain mode every ``_fast`` twin (``losses.bce_with_logits_fast``,
+    ``optim.adam_fast``, ``reparam.reparameterize_fast``, the CuPy kernels, ...) calls its plain formula instead,
+    and optimizers update parameter by parameter with ``adam_reference`` / ``sgd_reference``: a debugger stepping
+    through ``fit`` then reaches the functions a student reads. The numbers agree with the fast mode's to rounding.
+    ``TINYVAE_PLAIN=1`` turns it on at import."""
+    _state.plain = bool(flag)
+
+
+def plain() -> bool:
+    """True in plain mode (``use_plain``): each ``_fast`` twin checks this first and runs its plain formula."""
+    return _state.plain
+
+
+def fast_gpu() -> bool:
+    """True where the fused CuPy kernels run: the cupy backend, outside plain mode."""
+    return _state.name == "cupy" and not _state.plain
 
 
 def set_default_dtype(dtype) -> None:
@@ -374,6 +397,8 @@ def _from_environment():
             use(name)
         except (ValueError, BackendUnavailable) as err:
             warnings.warn(f"TINYVAE_BACKEND={name} ignored, using numpy: {err}", RuntimeWarning, stacklevel=3)
+    if os.environ.get("TINYVAE_PLAIN", "").strip().lower() in ("1", "true", "yes", "on"):
+        use_plain(True)
     dtype = os.environ.get("TINYVAE_DTYPE", "").strip().lower()
     if dtype:
         try:

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import backend as B
-from . import models, optim
+from . import kinds, optim
+from .errors import CheckpointError, InputTypeError, MissingFileError
 from .files import atomic_write
 
 FORMAT = "tinyvae-checkpoint"
@@ -45,14 +46,14 @@ def _check_target(path):
                                 f"{os.path.join(path, 'model.npz')}")
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
-        raise FileNotFoundError(f"cannot write checkpoint {path}: the folder {parent} does not exist")
+        raise MissingFileError(f"cannot write checkpoint {path}: the folder {parent} does not exist")
 
 
 def _optimizer_state(optimizer, arrays, prefix):
     """The optimizer's description {"type", "t", "hyperparameters"}; its buffers go into ``arrays`` under prefix."""
     kind = type(optimizer).__name__
     if OPTIMIZERS.get(kind) is not type(optimizer):
-        raise TypeError(f"save: cannot save a {kind} optimizer; supported: {', '.join(OPTIMIZERS)}, PerNetwork")
+        raise InputTypeError(f"save: cannot save a {kind} optimizer; supported: {', '.join(OPTIMIZERS)}, PerNetwork")
     state = optimizer.state_dict()
     arrays.update({f"{prefix}{name}": B.to_numpy(a) for name, a in state["buffers"].items()})
     return {"type": kind, "t": int(state["t"]), "hyperparameters": state["hyperparameters"]}
@@ -93,7 +94,7 @@ An ``optim.PerNetwork`` (a VAE-GAN's one Adam per network) is saved as {"type": 
     try:
         text = json.dumps(config)
     except (TypeError, ValueError) as err:
-        raise TypeError(f"save: the metadata must be JSON-serializable (numbers, strings, lists, dicts; use "
+        raise InputTypeError(f"save: the metadata must be JSON-serializable (numbers, strings, lists, dicts; use "
                         f"History.to_dict() for a History): {err}") from None
     arrays["config"] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
@@ -106,40 +107,40 @@ An ``optim.PerNetwork`` (a VAE-GAN's one Adam per network) is saved as {"type": 
     return path
 
 
-def _read(path):
+def read_arrays(path):
     """Every array in the file, read eagerly so that a truncated member fails here, with the file named."""
     if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise MissingFileError(f"checkpoint {path} does not exist")
     if os.path.isdir(path):
         raise IsADirectoryError(f"checkpoint path {path} is a folder, not a checkpoint file")
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"checkpoint {path} is not a tinyvae checkpoint: not an .npz (zip) file, or it is "
+        raise CheckpointError(f"checkpoint {path} is not a tinyvae checkpoint: not an .npz (zip) file, or it is "
                          "truncated or corrupt")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as err:
-        raise ValueError(f"checkpoint {path} is truncated or corrupt: {err}") from None
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {err}") from None
 
 
 def _config(path, arrays):
     if "config" not in arrays:
-        raise ValueError(f"checkpoint {path} has no 'config' entry: it is an .npz file, but not one written by "
+        raise CheckpointError(f"checkpoint {path} has no 'config' entry: it is an .npz file, but not one written by "
                          "tinyvae.save")
     try:
         config = json.loads(bytes(arrays["config"].astype(np.uint8)).decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"checkpoint {path}: its 'config' entry is not valid JSON ({err}); the file is corrupt") \
+        raise CheckpointError(f"checkpoint {path}: its 'config' entry is not valid JSON ({err}); the file is corrupt") \
             from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ValueError(f"checkpoint {path}: its 'config' entry is not a tinyvae checkpoint description")
+        raise CheckpointError(f"checkpoint {path}: its 'config' entry is not a tinyvae checkpoint description")
     version = config.get("format_version")
     if version != FORMAT_VERSION:
-        raise ValueError(f"checkpoint {path} has format version {version!r}; this tinyvae reads version "
+        raise CheckpointError(f"checkpoint {path} has format version {version!r}; this tinyvae reads version "
                          f"{FORMAT_VERSION} (written by tinyvae {config.get('tinyvae_version', '?')})")
     for key in ("model", "optimizer", "meta"):
         if key not in config:
-            raise ValueError(f"checkpoint {path}: its config lacks the {key!r} entry; the file is corrupt")
+            raise CheckpointError(f"checkpoint {path}: its config lacks the {key!r} entry; the file is corrupt")
     return config
 
 
@@ -148,7 +149,7 @@ def _take(path, arrays, prefix, names, what):
     present = {key[len(prefix):] for key in arrays if key.startswith(prefix)}
     missing, unexpected = sorted(set(names) - present), sorted(present - set(names))
     if missing or unexpected:
-        raise ValueError(f"checkpoint {path}: the {what} arrays do not match the saved configuration: missing "
+        raise CheckpointError(f"checkpoint {path}: the {what} arrays do not match the saved configuration: missing "
                          f"{[prefix + m for m in missing]}, unexpected {[prefix + u for u in unexpected]}")
     return {name: arrays[prefix + name] for name in names}
 
@@ -161,18 +162,18 @@ def load(path):
     unsupported format version, a missing or misshapen array) is a ValueError naming the file and the problem.
     """
     path = os.fspath(path)
-    arrays = _read(path)
+    arrays = read_arrays(path)
     config = _config(path, arrays)
     try:
         # A fixed generator: the initial weights are overwritten, and the global generator stays untouched.
-        model = models.build({**config["model"], "rng": B.Generator(0)})
+        model = kinds.build({**config["model"], "rng": B.Generator(0)})
     except (TypeError, ValueError) as err:
-        raise ValueError(f"checkpoint {path}: cannot rebuild the model from {config['model']}: {err}") from None
+        raise CheckpointError(f"checkpoint {path}: cannot rebuild the model from {config['model']}: {err}") from None
     names = [name for name, _ in model.named_parameters()]
     try:
         model.load_state_dict(_take(path, arrays, "param/", names, "parameter"))
     except (KeyError, ValueError) as err:
-        raise ValueError(f"checkpoint {path}: {err}") from None
+        raise CheckpointError(f"checkpoint {path}: {err}") from None
 
     optimizer = None
     opt = config["optimizer"]
@@ -181,7 +182,7 @@ def load(path):
     elif opt is not None:
         optimizer = _optimizer(path, arrays, model.parameters(), opt, "optim/")
     elif any(key.startswith("optim/") for key in arrays):
-        raise ValueError(f"checkpoint {path} holds optimizer arrays but no optimizer description; it is corrupt")
+        raise CheckpointError(f"checkpoint {path} holds optimizer arrays but no optimizer description; it is corrupt")
     return Checkpoint(model=model, optimizer=optimizer, meta=config["meta"], config=config)
 
 
@@ -189,7 +190,7 @@ def _optimizer(path, arrays, params, opt, prefix):
     """The optimizer described by ``opt`` over ``params``, its buffers read from ``arrays`` under ``prefix``."""
     cls = OPTIMIZERS.get(opt.get("type")) if isinstance(opt, dict) else None
     if cls is None or not isinstance(opt.get("hyperparameters"), dict) or "t" not in opt:
-        raise ValueError(f"checkpoint {path}: the optimizer description {opt!r} is not one this tinyvae reads "
+        raise CheckpointError(f"checkpoint {path}: the optimizer description {opt!r} is not one this tinyvae reads "
                          f"(expected type one of {', '.join(OPTIMIZERS)}, with 't' and 'hyperparameters')")
     hyper = opt["hyperparameters"]
     optimizer = cls(params, lr=hyper.get("lr", 1e-3))
@@ -199,7 +200,7 @@ def _optimizer(path, arrays, params, opt, prefix):
     try:
         optimizer.load_state_dict(state)
     except ValueError as err:
-        raise ValueError(f"checkpoint {path}: {err}") from None
+        raise CheckpointError(f"checkpoint {path}: {err}") from None
     return optimizer
 
 
@@ -208,7 +209,7 @@ def _per_network(path, arrays, model, opt):
     networks = getattr(model, "networks", lambda: {})()
     saved = opt.get("networks")
     if not isinstance(saved, dict) or set(saved) != set(networks):
-        raise ValueError(f"checkpoint {path}: the per-network optimizer covers {sorted(saved or {})}, but the "
+        raise CheckpointError(f"checkpoint {path}: the per-network optimizer covers {sorted(saved or {})}, but the "
                          f"model's networks are {sorted(networks)}")
     return optim.PerNetwork({net: _optimizer(path, arrays, params, saved[net], f"optim/{net}/")
                              for net, params in networks.items()})

@@ -13,7 +13,8 @@ from pathlib import Path
 from . import backend as B
 from . import losses
 from .activations import ReLU
-from .layers import Dense, check_batch
+from .checks import check_batch, check_labels
+from .layers import Dense
 from .module import Module, Sequential
 from .optim import Adam
 
@@ -44,6 +45,7 @@ class MLPClassifier(Module):
         return self.head.forward(self.features(x))
 
     def backward(self, dlogits):
+        """dx = body'(head'(dlogits)), parameter gradients added on the way.   dlogits: (N, C); dx: (N, D) or None."""
         return self.body.backward(self.head.backward(dlogits))
 
 
@@ -63,7 +65,7 @@ def features(model, x, batch_size=1000):
 
 def accuracy(model, x, y, batch_size=1000):
     """Share of rows of x whose predicted digit equals y."""
-    y = losses.check_labels(B.asarray(y), x.shape[0], model.num_classes, "accuracy")
+    y = check_labels(B.asarray(y), x.shape[0], model.num_classes, "accuracy")
     return float(B.get_xp().mean(B.astype(predict(model, x, batch_size) == y, "float64")))
 
 
@@ -73,7 +75,7 @@ def train_classifier(model, x, y, epochs=15, batch_size=128, lr=1e-3, seed=0, pr
     ``progress(epoch, loss)`` is called after each epoch if given.
     """
     x = check_batch(B.asarray(x), model.in_features, "train_classifier")
-    y = losses.check_labels(B.asarray(y), x.shape[0], model.num_classes, "train_classifier")
+    y = check_labels(B.asarray(y), x.shape[0], model.num_classes, "train_classifier")
     xp, rng, opt, history = B.get_xp(), B.as_generator(seed), Adam(model.parameters(), lr=lr), []
     for epoch in range(epochs):
         order, total = rng.permutation(x.shape[0]), 0.0
@@ -93,10 +95,10 @@ def train_classifier(model, x, y, epochs=15, batch_size=128, lr=1e-3, seed=0, pr
 
 def load_pretrained(path=None, dtype=None):
     """The classifier with the shipped weights (or those in ``path``, as written by the training script)."""
-    from .checkpoint import _read  # reads an .npz eagerly, with a one-line error for a missing or corrupt file
+    from .checkpoint import read_arrays  # reads an .npz eagerly, with a one-line error for a missing or corrupt file
 
     path = WEIGHTS if path is None else Path(path)
-    arrays = _read(str(path))
+    arrays = read_arrays(str(path))
     shape = tuple(int(v) for v in arrays["hidden"])
     model = MLPClassifier(int(arrays["in_features"]), shape, int(arrays["num_classes"]), rng=0, dtype=dtype)
     model.load_state_dict({k: v for k, v in arrays.items() if k not in ("hidden", "in_features", "num_classes")})

@@ -27,6 +27,7 @@ weight matrix's columns permuted to match. Every copy and every slice-add then r
 import math
 
 from . import backend as B
+from .checks import positive_ints
 from .module import Module, Parameter
 
 
@@ -78,6 +79,9 @@ def im2col_fast(x, kh, kw, stride=1, padding=0, channels_last=False):
     ``channels_last=True`` orders each row (kh, kw, C) instead of (C, kh, kw): the copy then moves runs of C
     neighbouring floats, and the layers multiply by the weight permuted to match (see Conv2d.forward).
     """
+    if B.plain():
+        cols = im2col(x, kh, kw, stride, padding)
+        return _channels_last(cols, int(x.shape[1]), kh, kw) if channels_last else cols
     xp = B.get_xp()
     n, c = (int(d) for d in x.shape[:2])
     windows = B.sliding_windows(_pad_channels_last(x, padding), kh, kw, stride)
@@ -112,6 +116,8 @@ def col2im_fast(cols, x_shape, kh, kw, stride=1, padding=0):
     (N*OH*OW, C, kh, kw) view of a matrix whose rows are ordered (kh, kw, C) (what the layers pass), each plane's
     C channels are adjacent in memory, as they are in the buffer: every add then runs over contiguous floats.
     """
+    if B.plain():
+        return col2im(cols, x_shape, kh, kw, stride, padding)
     xp = B.get_xp()
     n, c, h, w = (int(d) for d in x_shape)
     oh, ow = conv_output_size(h, kh, stride, padding), conv_output_size(w, kw, stride, padding)
@@ -154,17 +160,9 @@ def _unfolded(cols, c, kh, kw):
 # Checks shared by the layers
 # ---------------------------------------------------------------------------------------------------------------
 
-def _check_ints(who, **values):
-    """Each value a positive int (kernel sizes, channels, strides); padding-like names may be 0."""
-    for name, n in values.items():
-        low = 0 if "padding" in name else 1
-        if not isinstance(n, int) or isinstance(n, bool) or n < low:
-            raise ValueError(f"{who}: {name} must be an int >= {low}, got {n!r}")
-
-
 def _kernel(kernel_size, who):
     kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
-    _check_ints(who, kernel_height=kh, kernel_width=kw)
+    positive_ints(who, kernel_height=kh, kernel_width=kw)
     return kh, kw
 
 
@@ -205,7 +203,7 @@ class _ConvBase(Module):
     def _setup(self, in_channels, out_channels, kernel_size, stride, padding):
         who = type(self).__name__
         self.kh, self.kw = _kernel(kernel_size, who)
-        _check_ints(who, in_channels=in_channels, out_channels=out_channels, stride=stride, padding=padding)
+        positive_ints(who, in_channels=in_channels, out_channels=out_channels, stride=stride, padding=padding)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.stride, self.padding = stride, padding
         self.input_grad = True  # False on a first layer: backward skips dx (col2im) and returns None
@@ -310,7 +308,7 @@ class ConvTranspose2d(_ConvBase):
         if len(pads) != 2:
             raise ValueError(f"ConvTranspose2d: output_padding must be an int or (rows, columns), got {output_padding!r}")
         for value in pads:
-            _check_ints("ConvTranspose2d", output_padding=value)
+            positive_ints("ConvTranspose2d", output_padding=value)
         if max(pads) >= stride:
             raise ValueError(f"ConvTranspose2d: output_padding must be smaller than stride ({stride}), "
                              f"got {output_padding}")
@@ -367,14 +365,15 @@ class Flatten(Module):
     """(N, C, H, W) -> (N, C*H*W) in PyTorch's order (channel, then row, then column). Backward: the reverse."""
 
     def __init__(self):
-        self._shape = None
+        self._cache = None  # the input's shape
 
     def forward(self, x):
-        self._shape = tuple(x.shape)
-        return B.get_xp().reshape(x, (self._shape[0], -1))
+        self._cache = tuple(x.shape)
+        return B.get_xp().reshape(x, (self._cache[0], -1))
 
     def backward(self, dout):
-        return B.get_xp().reshape(dout, self._saved(self._shape))
+        """dx = dout reshaped back.   dout: (N, C*H*W); dx: (N, C, H, W)."""
+        return B.get_xp().reshape(dout, self._saved(self._cache))
 
     def __repr__(self):
         return "Flatten()"
@@ -385,19 +384,20 @@ class Unflatten(Module):
 
     def __init__(self, *shape):
         shape = tuple(shape[0]) if len(shape) == 1 and not isinstance(shape[0], int) else shape
-        _check_ints("Unflatten", **{f"size {i}": s for i, s in enumerate(shape)})
+        positive_ints("Unflatten", **{f"size {i}": s for i, s in enumerate(shape)})
         self.shape = shape
-        self._n = None
+        self._cache = None  # the batch size N
 
     def forward(self, x):
         width = math.prod(self.shape)
         if x.ndim != 2 or x.shape[1] != width:
             raise ValueError(f"{self!r} expects input of shape (N, {width}); got shape {tuple(x.shape)}")
-        self._n = int(x.shape[0])
-        return B.get_xp().reshape(x, (self._n, *self.shape))
+        self._cache = int(x.shape[0])
+        return B.get_xp().reshape(x, (self._cache, *self.shape))
 
     def backward(self, dout):
-        return B.get_xp().reshape(dout, (self._saved(self._n), -1))
+        """dx = dout reshaped back.   dout: (N, *shape); dx: (N, prod(shape))."""
+        return B.get_xp().reshape(dout, (self._saved(self._cache), -1))
 
     def __repr__(self):
         return f"Unflatten{self.shape}"

@@ -16,9 +16,11 @@ import math
 
 from . import backend as B
 from .activations import get_activation
+from .checks import positive_int
 from .conv import Conv2d, ConvTranspose2d, Flatten, Unflatten, conv_output_size
+from .errors import InputError
 from .layers import Dense
-from .models import VAE, Autoencoder, _check_sizes
+from .models import VAE, Autoencoder, check_sizes
 from .module import Sequential
 
 
@@ -27,12 +29,11 @@ def _conv_config(image_shape, channels, kernel_size, latent_dim, likelihood):
     image_shape = tuple(image_shape)
     if len(image_shape) != 3 or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1
                                         for d in image_shape):
-        raise ValueError(f"image_shape must be (channels, height, width) as positive ints, got {image_shape!r}")
-    if not isinstance(kernel_size, int) or isinstance(kernel_size, bool) or kernel_size < 1:
-        raise ValueError(f"kernel_size must be a positive int, got {kernel_size!r}")
-    channels = list(_check_sizes(math.prod(image_shape), channels, latent_dim, likelihood))
+        raise InputError(f"image_shape must be (channels, height, width) as positive ints, got {image_shape!r}")
+    positive_int(kernel_size, "kernel_size")
+    channels = list(check_sizes(math.prod(image_shape), channels, latent_dim, likelihood))
     if not channels:
-        raise ValueError("channels must name at least one convolution, e.g. (32, 64)")
+        raise InputError("channels must name at least one convolution, e.g. (32, 64)")
     return list(image_shape), channels
 
 
@@ -49,7 +50,7 @@ def conv_stacks(image_shape, channels, kernel_size, activation, dtype, rng):
     for c_in, c_out in zip(widths[:-1], widths[1:]):
         hh, ww = (conv_output_size(s, kernel_size, 2, padding) for s in sizes[-1])
         if hh < 1 or ww < 1:
-            raise ValueError(f"image_shape {tuple(image_shape)} is too small for {len(channels)} stride-2 "
+            raise InputError(f"image_shape {tuple(image_shape)} is too small for {len(channels)} stride-2 "
                              f"convolutions with kernel {kernel_size}")
         sizes.append((hh, ww))
         encoder += [Conv2d(c_in, c_out, kernel_size, 2, padding, rng=rng, dtype=dtype), get_activation(activation)]
@@ -61,7 +62,7 @@ def conv_stacks(image_shape, channels, kernel_size, activation, dtype, rng):
         (hh, ww), (h_out, w_out) = sizes[i], sizes[i - 1]
         extra = [out - ((size - 1) * 2 - 2 * padding + kernel_size) for out, size in ((h_out, hh), (w_out, ww))]
         if not all(0 <= e < 2 for e in extra):
-            raise ValueError(f"image_shape {tuple(image_shape)}: kernel {kernel_size} cannot map {hh}x{ww} back to "
+            raise InputError(f"image_shape {tuple(image_shape)}: kernel {kernel_size} cannot map {hh}x{ww} back to "
                              f"{h_out}x{w_out} with a stride-2 transposed convolution")
         decoder.append(ConvTranspose2d(widths[i], widths[i - 1], kernel_size, 2, padding,
                                        output_padding=extra[0] if extra[0] == extra[1] else tuple(extra),

@@ -33,7 +33,9 @@ from .layers import Dense
 from .models import VAE
 from .module import Module, Sequential
 from .optim import Adam, PerNetwork, check_holds
-from .train import History, _as_data, _positive_int, history_and_start
+from .checks import model_data, positive_int
+from .errors import InputError
+from .train import History, history_and_start
 
 
 # ------------------------------------------------------------------------------------------------- the losses
@@ -178,9 +180,11 @@ class VAEGAN(VAE):
         disc_hidden = [disc_hidden] if isinstance(disc_hidden, int) else list(disc_hidden)
         for name, value in (("gamma", gamma), ("pixel_weight", pixel_weight)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"VAEGAN: {name} must be a finite number >= 0, got {value!r}")
-        if not disc_hidden or any(not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in disc_hidden):
-            raise ValueError(f"VAEGAN: disc_hidden must be one or more positive ints, got {disc_hidden!r}")
+                raise InputError(f"VAEGAN: {name} must be a finite number >= 0, got {value!r}")
+        if not disc_hidden:
+            raise InputError("VAEGAN: disc_hidden must name one or more hidden layers, e.g. (512, 256)")
+        for h in disc_hidden:
+            positive_int(h, "VAEGAN: disc_hidden")
         self.disc_hidden, self.gamma, self.pixel_weight = disc_hidden, float(gamma), float(pixel_weight)
         self.negative_slope = float(negative_slope)
         self.discriminator = Discriminator(input_dim, disc_hidden, negative_slope, dtype, rng)
@@ -223,8 +227,8 @@ class VAEGAN(VAE):
         llike, dfeat = feature_matching(feats[:n, :], feats[n:2 * n, :])
         disc, dreal, dfake = discriminator_loss(logits[:n, :], logits[n:, :])
         gan, dgen = generator_loss(logits[n:, :])
-        self._grads = dict(n=n, images=images, dmu_kl=dmu_kl, dlogvar_kl=dlogvar_kl, dpixel=dpixel, dfeat=dfeat,
-                           dreal=dreal, dfake=dfake, dgen=dgen)
+        self._loss_grads = dict(n=n, images=images, dmu_kl=dmu_kl, dlogvar_kl=dlogvar_kl, dpixel=dpixel,
+                                dfeat=dfeat, dreal=dreal, dfake=dfake, dgen=dgen)
         return VAEGANLosses(self, kl, llike, pixel, gan, disc)
 
     def backward(self):
@@ -239,7 +243,7 @@ class VAEGAN(VAE):
         5. decoder: one backward with gamma * d L_rec / d out + d L_gen / d out.
         Shapes: x (N, D), z and z_p (N, K), the decoder's out (2N, D), D's logits (3N, 1) and features (3N, F).
         """
-        g = self._saved(self._grads)
+        g = self._saved(self._loss_grads)
         n, images, xp = g["n"], g["images"], B.get_xp()
         disc = self.discriminator
         disc.backward(B.concat([g["dreal"], g["dfake"]], axis=0))
@@ -254,7 +258,10 @@ class VAEGAN(VAE):
         self.decoder.backward(dgen + B.concat([self.gamma * drec, xp.zeros_like(drec)], axis=0))
 
     def _encoder_backward(self, drec, g):
-        """The encoder's gradient of beta * L_prior + L_rec, with d L_rec / d out (N, D) at the reconstructions."""
+        """The encoder's gradient of beta * L_prior + L_rec, with d L_rec / d out (N, D) at the reconstructions.
+
+        drec: (N, D); g: the upstream gradients ``loss`` kept in ``_loss_grads`` (dmu_kl, dlogvar_kl: (N, K));
+        dz: (N, K). Returns None: the results are the encoder's and the heads' .grad."""
         xp = B.get_xp()
         dz = input_gradient(self.decoder, B.concat([drec, xp.zeros_like(drec)], axis=0))[:g["n"], :]
         dmu, dlogvar = self.reparam.backward(dz)
@@ -379,14 +386,14 @@ def train_epoch(model, x, optimizers, batch_size, seed, epoch, bar):
 def _checked_args(model, x_train, epochs, batch_size, optimizers, rates, start_epoch, history):
     if not isinstance(model, VAEGAN):
         raise TypeError(f"gan.fit trains a VAEGAN, got {type(model).__name__} (train.fit trains the others)")
-    _positive_int(epochs, "gan.fit: epochs", 0)
-    _positive_int(batch_size, "gan.fit: batch_size")
+    positive_int(epochs, "gan.fit: epochs", 0)
+    positive_int(batch_size, "gan.fit: batch_size")
     history, start_epoch = history_and_start(history, start_epoch, VAEGANHistory, "gan.fit")
     if optimizers is None:
         optimizers = make_optimizers(model, *rates)
     else:
         check_holds(optimizers, model, "gan.fit", "build the optimizers with gan.make_optimizers(model)")
-    return _as_data(model, x_train, "gan.fit: x_train"), optimizers, start_epoch, history
+    return model_data(model, x_train, "gan.fit: x_train"), optimizers, start_epoch, history
 
 
 def fit(model, x_train, epochs, batch_size=128, optimizers=None, seed=0, progress=True, lr=1e-3, disc_lr=2e-4,

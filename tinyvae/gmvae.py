@@ -16,7 +16,9 @@ import math
 from . import backend as B
 from . import losses
 from .activations import sigmoid, softplus
-from .models import LOG_2PI, VAE, LossParts
+from .errors import InputError
+from .losses import LossParts
+from .models import LOG_2PI, VAE
 from .module import Parameter
 
 VARIANCE_FLOOR = 1e-8  # the homework's: v = softplus(rho) + 1e-8 keeps every variance positive
@@ -84,7 +86,7 @@ class GMVAE(VAE):
     def __init__(self, input_dim=784, hidden=(300, 300), latent_dim=10, components=500, likelihood="bernoulli",
                  beta=1.0, activation="elu", dtype=None, rng=None):
         if not isinstance(components, int) or isinstance(components, bool) or components < 1:
-            raise ValueError(f"components must be a positive int, got {components!r}")
+            raise InputError(f"components must be a positive int, got {components!r}")
         rng = B.as_generator(rng)
         super().__init__(input_dim, hidden, latent_dim, likelihood, beta, activation, dtype, rng, k=1)
         self.components = components
@@ -116,7 +118,7 @@ class GMVAE(VAE):
         mu, logvar = self._encode(x)
         z = self.reparam.forward(mu, logvar, eps=eps, rng=rng)
         out = self._decode_raw(z)
-        kl = self._log_q(logvar, self.reparam._eps) - self.log_prior(z)
+        kl = self._log_q(logvar, self.reparam._cache[0]) - self.log_prior(z)
         return z, out, kl
 
     def loss(self, x, eps=None, rng=None):
@@ -125,7 +127,7 @@ class GMVAE(VAE):
         z, out, kl_n = self._forward_parts(x, eps, rng)
         recon, dout = self._recon(out, x)
         kl = B.get_xp().mean(kl_n)
-        self._grads = (dout, z)
+        self._loss_grads = (dout, z)
         return LossParts(recon + self.beta * kl, recon, kl)
 
     def loss_per_example(self, x, eps=None, rng=None):
@@ -137,7 +139,7 @@ class GMVAE(VAE):
 
     def backward(self):
         """Fill every parameter's .grad with the gradient of the last ``loss`` (its batch mean)."""
-        saved = self._saved(self._grads)
+        saved = self._saved(self._loss_grads)
         if len(saved) != 2:  # an importance-weighted loss (tinyvae.iwae): its backward assumes an N(0, I) prior
             raise NotImplementedError("GMVAE trains on the one-sample ELBO (loss) only; the IWAE bound "
                                       "(iwae_bound) evaluates it, but its importance-weighted objective has no backward")

@@ -15,9 +15,10 @@ import math
 
 from . import backend as B
 from . import losses
-from .models import LOG_2PI, LossParts, recon_constant
+from .checks import model_data, model_labels, need_vae, positive_int
+from .losses import LossParts, recon_constant
 from .reparam import reparameterize_backward, reparameterize_fast
-from .train import _as_data, _chunks, _labels, _model_call, _need_vae, _positive_int
+from .train import chunks, model_call
 
 
 class Weighted(tuple):
@@ -49,7 +50,7 @@ def _log_weights(model, x, mu, logvar, eps, beta):
     log_px = _log_px_k(model, xp.reshape(out, (m, k, model.input_dim)), x)
     # log p(z) - log q(z|x), log q = -1/2 sum_j [eps_j^2 + logvar_j + log 2 pi]; log p(z) is the model's own prior
     # (``model.log_prior``: N(0, I) for a VAE, where the log 2 pi terms cancel; a mixture for a GMVAE)
-    log_q = -0.5 * (xp.sum(eps * eps, axis=2) + xp.sum(logvar, axis=1, keepdims=True) + latent * LOG_2PI)
+    log_q = -0.5 * (xp.sum(eps * eps, axis=2) + xp.sum(logvar, axis=1, keepdims=True) + latent * math.log(2.0 * math.pi))
     return log_px + beta * (model.log_prior(z) - log_q), log_px, z, std, out
 
 
@@ -117,7 +118,7 @@ def weighted_loss(model, x, eps, rng):
     const = recon_constant(model)
     recon = -B.get_xp().mean(B.astype(log_px, "float64")) - const
     recon = recon if B.backend_name() == "cupy" else float(recon)
-    model._grads = Weighted((x, eps, z, std, out, dlog_w))
+    model._loss_grads = Weighted((x, eps, z, std, out, dlog_w))
     return LossParts(total - const, recon, total - const - recon)
 
 
@@ -130,7 +131,7 @@ def weighted_per_example(model, x, mu, logvar, eps):
     return {"loss": total, "recon": recon, "kl": total - recon}
 
 
-def backward(model, saved):
+def backward(model, loss_grads):
     """The gradient of the importance-weighted objective into every parameter's .grad.
 
     With L = -1/N sum_i log (1/k sum_j w_ij) and the normalized weights w~_ij = w_ij / sum_l w_il (a softmax over
@@ -143,12 +144,14 @@ def backward(model, saved):
         d log w / d mu     = d log w / d z                                                 (z = mu + sigma eps)
         d log w / d logvar = d log w / d z * eps * sigma / 2 + beta / 2                    (- log q)
     summed over the k codes of each example at mu and logvar, then back through the heads and the encoder.
+    ``loss_grads``: the ``Weighted`` (x, eps, z, std, out, dlog_w) that ``weighted_loss`` kept in
+    ``model._loss_grads``. Returns None: the results are the parameters' .grad.
     Shapes: dlog_w (N, k); out, dout (N*k, D); z, eps, dz (N, k, K); std (N, 1, K); dmu, dlogvar (N, K).
     At k = 1, w~ = 1: the one-sample ELBO's gradient with a sampled KL term (the VAE's uses the KL's exact
     gradient: equal in expectation over eps).
     """
     xp = B.get_xp()
-    x, eps, z, std, out, g = saved
+    x, eps, z, std, out, g = loss_grads
     n, k, latent = eps.shape
     g3 = xp.expand_dims(g, axis=2)  # (N, k, 1): each code's weight in the gradient
     dout = _dlog_px(model, out, x) * xp.reshape(g, (n * k, 1))
@@ -219,13 +222,13 @@ def iwae_bound(model, x, k=1000, batch_size=None, seed=0, eps=None, labels=None)
     (see ``_iwae_noise``). ``labels`` (N,): for a conditional model, which then
     bounds -log p(x|y).
     """
-    _need_vae(model, "iwae_bound")
+    need_vae(model, "iwae_bound")
     xp = B.get_xp()
-    _positive_int(k, "iwae_bound: k")
-    x = _as_data(model, x, "iwae_bound: x")
-    y = _labels(model, labels, x.shape[0], "iwae_bound: labels")
+    positive_int(k, "iwae_bound: k")
+    x = model_data(model, x, "iwae_bound: x")
+    y = model_labels(model, labels, x.shape[0], "iwae_bound: labels")
     n, latent = x.shape[0], model.latent_dim
-    batch_size = iwae_chunk_rows(model) if batch_size is None else _positive_int(batch_size, "iwae_bound: batch_size")
+    batch_size = iwae_chunk_rows(model) if batch_size is None else positive_int(batch_size, "iwae_bound: batch_size")
     if eps is not None:
         eps = B.asarray(eps, dtype=model.dtype)
         if tuple(eps.shape) != (n, k, latent):
@@ -236,11 +239,11 @@ def iwae_bound(model, x, k=1000, batch_size=None, seed=0, eps=None, labels=None)
     was_training = model.training
     model.eval()
     try:
-        for a, b in _chunks(n, per_chunk):
+        for a, b in chunks(n, per_chunk):
             xc = x[a:b, :]
-            mu, logvar = _model_call(model.encode, xc, None if y is None else y[a:b])
+            mu, logvar = model_call(model.encode, xc, None if y is None else y[a:b])
             run_max, run_sum = B.full((b - a,), -math.inf, model.dtype), B.zeros((b - a,), model.dtype)
-            for s, t in _chunks(k, k_chunk):
+            for s, t in chunks(k, k_chunk):
                 log_w = log_weights(model, xc, mu, logvar, _iwae_noise(model, a, b, s, t, k, eps, gen))
                 run_max, run_sum = _logsumexp_update(run_max, run_sum, log_w)
             bounds = xp.log(run_sum) + run_max - math.log(k)

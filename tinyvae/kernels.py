@@ -1,8 +1,9 @@
 """CuPy fused kernels: each one computes, in ONE launch, a chain of element-wise steps that NumPy runs as several.
 
 GPU only: these functions are called by the ``_fast`` twins (``optim.adam_fast``, ``losses.bce_with_logits_fast``,
-...) only when the active backend is "cupy". Each docstring shows the NumPy formula the kernel computes; the plain
-function named there is the definition, and a test (marked ``gpu``) holds the two equal.
+...) only when the active backend is "cupy" and plain mode is off (``tinyvae.use_plain``). Each docstring shows the
+NumPy formula the kernel computes; the plain function named there is the definition, and a test (marked ``gpu``)
+holds the two equal. Each kernel's CUDA C body (``_SOURCES[name]``) stands just above the function that launches it.
 
 Why: at batch 128 a GPU training step is bound by the number of kernel launches (about 18 us each) and host syncs,
 not by arithmetic. Adam over a flat buffer of all 652,824 parameters of the reference VAE is twelve NumPy-style
@@ -11,48 +12,11 @@ The kernels are compiled on first use and cached by CuPy.
 """
 from . import backend as B
 
-_KERNELS = {}
-
-_SOURCES = {
-    # name: (inputs, outputs, CUDA C body)
-    "adam": ("T g, T b1, T b2, T scale, T eps, T wd", "T p, T m, T v",
-             """T gg = g + wd * p;
-                m = b1 * (m - gg) + gg;
-                T g2 = gg * gg;
-                v = b2 * (v - g2) + g2;
-                p = p - scale * (m / (sqrt(v) + eps));"""),
-    "sgd": ("T g, T lr, T momentum, T wd", "T p, T buf",
-            """T gg = g + wd * p;
-               if (momentum != (T)0) { buf = momentum * buf + gg; gg = buf; }
-               p = p - lr * gg;"""),
-    "bce": ("T l, T x, T inv_n", "T terms, T grad",
-            """terms = (max(l, (T)0) - l * x + log1p(exp(-fabs(l)))) * inv_n;
-               grad = ((tanh(l * (T)0.5) + (T)1) * (T)0.5 - x) * inv_n;"""),
-    "kl": ("T mu, T logvar, T inv_n", "T terms, T dmu, T dlogvar",
-           """T var = exp(logvar);
-              terms = (mu * mu + var - (T)1 - logvar) * ((T)0.5 * inv_n);
-              dmu = mu * inv_n;
-              dlogvar = (var - (T)1) * ((T)0.5 * inv_n);"""),
-    "reparam_forward": ("T mu, T logvar, T eps", "T z, T std",
-                        """std = exp(logvar * (T)0.5);
-                           z = mu + std * eps;"""),
-    "reparam_backward": ("T dz, T eps, T std", "T dlogvar", "dlogvar = dz * eps * std * (T)0.5;"),
-    "latent_backward": ("T dz, T eps, T std, T dmu_kl, T dlogvar_kl, T beta", "T dmu, T dlogvar",
-                        """dmu = dz + beta * dmu_kl;
-                           dlogvar = dz * eps * std * (T)0.5 + beta * dlogvar_kl;"""),
-    "weighted_total": ("T a, T b, float64 weight", "float64 total", "total = weight * b + a;"),
-    "relu_forward": ("T x", "T y", "y = x <= (T)0 ? (T)0 : x;"),  # NaN stays NaN, as in maximum(x, 0)
-    "relu_backward": ("T dout, T y", "T dx", "dx = y > (T)0 ? dout : (T)0;"),
-    "leaky_relu_forward": ("T x, T a", "T y", "y = x > (T)0 ? x : a * x;"),
-    "leaky_relu_backward": ("T dout, T x, T a", "T dx", "dx = x > (T)0 ? dout : a * dout;"),
-}
-
-
-# Reductions: name -> (inputs, output, map expression, reduce expression, post-map, identity), CuPy's
-# ReductionKernel: each element is mapped, the mapped values are combined along the reduced axes in one launch.
-_REDUCTIONS = {
-    "bce_rows": ("T l, T x", "T y", "max(l, (T)0) - l * x + log1p(exp(-fabs(l)))", "a + b", "y = a", "0"),
-}
+_KERNELS = {}  # (id of the array module, name) -> the compiled kernel
+_SOURCES = {}  # name -> (inputs, outputs, CUDA C body): each set just above the function that launches it
+# name -> (inputs, output, map expression, reduce expression, post-map, identity), CuPy's ReductionKernel: each
+# element is mapped, the mapped values are combined along the reduced axes in one launch.
+_REDUCTIONS = {}
 
 
 def _reduction(name):
@@ -82,6 +46,14 @@ def _scalar(a, value):
     return a.dtype.type(value)
 
 
+_SOURCES["adam"] = ("T g, T b1, T b2, T scale, T eps, T wd", "T p, T m, T v", """
+    T gg = g + wd * p;
+    m = b1 * (m - gg) + gg;
+    T g2 = gg * gg;
+    v = b2 * (v - g2) + g2;
+    p = p - scale * (m / (sqrt(v) + eps));""")
+
+
 def adam(p, g, m, v, b1, b2, scale, eps_hat, weight_decay):
     """Adam in place, one launch (``optim.adam_fast`` passes the bias corrections folded into scale and eps_hat):
 
@@ -95,12 +67,23 @@ def adam(p, g, m, v, b1, b2, scale, eps_hat, weight_decay):
     return p, m, v
 
 
+_SOURCES["sgd"] = ("T g, T lr, T momentum, T wd", "T p, T buf", """
+    T gg = g + wd * p;
+    if (momentum != (T)0) { buf = momentum * buf + gg; gg = buf; }
+    p = p - lr * gg;""")
+
+
 def sgd(p, g, buf, lr, momentum, weight_decay):
     """SGD in place, one launch: g = g + wd p; buf = momentum buf + g (if momentum); p = p - lr buf
     (``optim.sgd_reference``). Returns (p, buf)."""
     s = lambda value: _scalar(p, value)  # noqa: E731
     _kernel("sgd")(g, s(lr), s(momentum), s(weight_decay), p, buf)
     return p, buf
+
+
+_SOURCES["bce"] = ("T l, T x, T inv_n", "T terms, T grad", """
+    terms = (max(l, (T)0) - l * x + log1p(exp(-fabs(l)))) * inv_n;
+    grad = ((tanh(l * (T)0.5) + (T)1) * (T)0.5 - x) * inv_n;""")
 
 
 def bce_with_logits(logits, target):
@@ -113,6 +96,23 @@ def bce_with_logits(logits, target):
     return B.get_xp().sum(terms), grad
 
 
+_REDUCTIONS["bce_rows"] = ("T l, T x", "T y", "max(l, (T)0) - l * x + log1p(exp(-fabs(l)))", "a + b", "y = a", "0")
+
+
+def bce_rows(logits, target):
+    """sum_d [max(l, 0) - l x + log1p(exp(-|l|))] over the last axis (``losses.bce_with_logits_per_example``), in
+    ONE reduction launch, where the formula takes about fifteen passes. ``target`` broadcasts against ``logits``
+    (the IWAE bound's images (m, 1, D) against logits (m, k, D)). Returns logits.shape[:-1]."""
+    return _reduction("bce_rows")(logits, target, axis=-1)
+
+
+_SOURCES["kl"] = ("T mu, T logvar, T inv_n", "T terms, T dmu, T dlogvar", """
+    T var = exp(logvar);
+    terms = (mu * mu + var - (T)1 - logvar) * ((T)0.5 * inv_n);
+    dmu = mu * inv_n;
+    dlogvar = (var - (T)1) * ((T)0.5 * inv_n);""")
+
+
 def gaussian_kl(mu, logvar):
     """(value as a 0-d device array, dmu, dlogvar) of ``losses.gaussian_kl``, in one launch plus one sum:
 
@@ -123,14 +123,27 @@ def gaussian_kl(mu, logvar):
     return B.get_xp().sum(terms), dmu, dlogvar
 
 
+_SOURCES["reparam_forward"] = ("T mu, T logvar, T eps", "T z, T std", """
+    std = exp(logvar * (T)0.5);
+    z = mu + std * eps;""")
+
+
 def reparam_forward(mu, logvar, eps):
     """(z, std) with std = exp(logvar / 2) and z = mu + std * eps (``reparam.reparameterize``), one launch."""
     return _kernel("reparam_forward")(mu, logvar, eps)
 
 
+_SOURCES["reparam_backward"] = ("T dz, T eps, T std", "T dlogvar", "dlogvar = dz * eps * std * (T)0.5;")
+
+
 def reparam_backward(dz, eps, std):
     """dlogvar = dz * eps * std / 2 (``reparam.reparameterize_backward``; dmu = dz needs no kernel), one launch."""
     return _kernel("reparam_backward")(dz, eps, std)
+
+
+_SOURCES["latent_backward"] = ("T dz, T eps, T std, T dmu_kl, T dlogvar_kl, T beta", "T dmu, T dlogvar", """
+    dmu = dz + beta * dmu_kl;
+    dlogvar = dz * eps * std * (T)0.5 + beta * dlogvar_kl;""")
 
 
 def latent_backward(dz, eps, std, dmu_kl, dlogvar_kl, beta):
@@ -141,9 +154,15 @@ def latent_backward(dz, eps, std, dmu_kl, dlogvar_kl, beta):
     return _kernel("latent_backward")(dz, eps, std, dmu_kl, dlogvar_kl, _scalar(dz, beta))
 
 
+_SOURCES["weighted_total"] = ("T a, T b, float64 weight", "float64 total", "total = weight * b + a;")
+
+
 def weighted_total(a, weight, b):
     """a + weight * b in float64 for two 0-d loss values of one dtype (``losses.weighted_sum``), one launch."""
     return _kernel("weighted_total")(a, b, float(weight))
+
+
+_SOURCES["relu_forward"] = ("T x", "T y", "y = x <= (T)0 ? (T)0 : x;")  # NaN stays NaN, as in maximum(x, 0)
 
 
 def relu_forward(x):
@@ -151,11 +170,7 @@ def relu_forward(x):
     return _kernel("relu_forward")(x)
 
 
-def bce_rows(logits, target):
-    """sum_d [max(l, 0) - l x + log1p(exp(-|l|))] over the last axis (``losses.bce_with_logits_per_example``), in
-    ONE reduction launch, where the formula takes about fifteen passes. ``target`` broadcasts against ``logits``
-    (the IWAE bound's images (m, 1, D) against logits (m, k, D)). Returns logits.shape[:-1]."""
-    return _reduction("bce_rows")(logits, target, axis=-1)
+_SOURCES["relu_backward"] = ("T dout, T y", "T dx", "dx = y > (T)0 ? dout : (T)0;")
 
 
 def relu_backward(dout, y):
@@ -163,9 +178,41 @@ def relu_backward(dout, y):
     return _kernel("relu_backward")(dout, y)
 
 
+_SOURCES["bias_relu"] = ("T xw, T b", "T y", """
+    T s = xw + b;
+    y = s <= (T)0 ? (T)0 : s;""")
+
+
+def bias_relu(xw, b):
+    """y = max(xw + b, 0): a Dense layer's bias addition and the ReLU after it (``Dense.forward`` then
+    ``activations.relu``), one launch instead of two. xw (N, out) = x @ W, b (out,)."""
+    return _kernel("bias_relu")(xw, b)
+
+
+_SOURCES["heads_reparam"] = ("T mu_xw, T mu_b, T logvar_xw, T logvar_b, T eps", "T mu, T logvar, T z, T std", """
+    mu = mu_xw + mu_b;
+    logvar = logvar_xw + logvar_b;
+    std = exp(logvar * (T)0.5);
+    z = mu + std * eps;""")
+
+
+def heads_reparam(mu_xw, mu_b, logvar_xw, logvar_b, eps):
+    """(mu, logvar, z, std) from the two heads' products h @ W, one launch instead of three:
+
+        mu = mu_xw + mu_b;  logvar = logvar_xw + logvar_b;  std = exp(logvar / 2);  z = mu + std * eps
+    (both heads' ``Dense.forward`` bias additions, then ``reparam.reparameterize``)."""
+    return _kernel("heads_reparam")(mu_xw, mu_b, logvar_xw, logvar_b, eps)
+
+
+_SOURCES["leaky_relu_forward"] = ("T x, T a", "T y", "y = x > (T)0 ? x : a * x;")
+
+
 def leaky_relu_forward(x, negative_slope):
     """y = where(x > 0, x, a * x) (``activations.leaky_relu``), one launch."""
     return _kernel("leaky_relu_forward")(x, _scalar(x, negative_slope))
+
+
+_SOURCES["leaky_relu_backward"] = ("T dout, T x, T a", "T dx", "dx = x > (T)0 ? dout : a * dout;")
 
 
 def leaky_relu_backward(dout, x, negative_slope):

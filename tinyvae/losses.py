@@ -11,6 +11,7 @@ device array instead of a float, so that a training step never waits for the GPU
 import math
 
 from . import backend as B
+from .checks import check_labels
 
 
 def _pair(a, b, who, names):
@@ -26,21 +27,6 @@ def _pair(a, b, who, names):
     return a, b
 
 
-def _on_gpu():
-    return B.backend_name() == "cupy"
-
-
-def weighted_sum(a, weight, b):
-    """a + weight * b for two loss values (recon + beta * kl), in float64 whatever they are: Python floats on the
-    CPU, 0-d float32 device arrays from the ``_fast`` twins on CuPy (widened on the device, so the total is as exact
-    as the CPU's and nothing is read from the GPU)."""
-    if _on_gpu() and B.is_array(a) and B.is_array(b) and a.dtype == b.dtype:
-        from . import kernels
-        return kernels.weighted_total(a, weight, b)  # one launch instead of four
-    wide = lambda v: B.astype(v, "float64") if B.is_array(v) else v  # noqa: E731
-    return wide(a) + weight * wide(b)
-
-
 def mse_per_example(pred, target):
     """sum_d (pred - target)^2 for each row."""
     pred, target = _pair(pred, target, "mse", ("pred", "target"))
@@ -49,22 +35,15 @@ def mse_per_example(pred, target):
 
 
 def mse(pred, target):
-    """Squared error 1/N sum_n sum_d (pred - target)^2.  Gradient: dpred = 2 (pred - target) / N."""
+    """Squared error 1/N sum_n sum_d (pred - target)^2.  Gradient: dpred = 2 (pred - target) / N.
+
+    pred, target, dpred: (N, D); value: a float.
+    """
     pred, target = _pair(pred, target, "mse", ("pred", "target"))
     n = pred.shape[0]
     diff = pred - target
     value = float(B.get_xp().sum(diff * diff)) / n
     return value, diff * (2.0 / n)
-
-
-def mse_fast(pred, target):
-    """``mse`` with the value left on the device on CuPy (a 0-d array, read by ``float``), so that a training step
-    with a Gaussian decoder never waits for the GPU; the same float as ``mse`` elsewhere."""
-    pred, target = _pair(pred, target, "mse", ("pred", "target"))
-    n = pred.shape[0]
-    diff = pred - target
-    value = B.get_xp().sum(diff * diff) / n
-    return (value if _on_gpu() else float(value)), diff * (2.0 / n)
 
 
 def _bce_terms(logits, target):
@@ -77,84 +56,6 @@ def bce_with_logits_per_example(logits, target):
     """sum_d BCE(sigmoid(l), x) for each row, in the stable form."""
     logits, target = _pair(logits, target, "bce_with_logits", ("logits", "target"))
     return B.get_xp().sum(_bce_terms(logits, target), axis=1)
-
-
-def _sum_log(one_plus_e):
-    """sum_d log(1 + e_d) over the last axis, for 1 + e_d in [1, 2], with one log per 16 values instead of one each.
-
-    A product of 16 values in [1, 2] stays below 2^16: the halves of each row are multiplied together (up to four
-    times, while the width is even), then the logs of the products are summed. NumPy's log1p is a scalar loop, five
-    times slower than its log, and this term is most of a BCE's value. The price is the rounding of each 1 + e: at
-    most D * 2^-24 nats per row in float32 (5e-5 for D = 784; about 1e-6 in practice), D * 2^-53 in float64. Only
-    loss VALUES use it; no gradient does.
-    """
-    xp = B.get_xp()
-    e = one_plus_e
-    for _ in range(4):
-        width = e.shape[-1]
-        if width % 2:
-            break
-        e = e[..., :width // 2] * e[..., width // 2:]
-    return xp.sum(xp.log(e), axis=-1)
-
-
-def _bce_rows_fast(logits, target):
-    """(sum_d [max(l, 0) - l x + log1p(exp(-|l|))] for each row, 1 + exp(-|l|)), in few passes and ONE exp.
-
-    max(l, 0) = (l + |l|) / 2 reuses the |l| that the exp needs; the log1p term is summed by ``_sum_log``.
-    ``bce_with_logits_fast`` makes its gradient from the returned 1 + exp(-|l|). ``target`` may broadcast against
-    ``logits`` (the IWAE bound passes logits (m, k, D) and images (m, 1, D)).
-    """
-    xp = B.get_xp()
-    magnitude = xp.abs(logits)
-    terms = logits + magnitude
-    terms *= 0.5
-    terms -= logits * target
-    magnitude *= -1.0
-    one_plus_e = xp.exp(magnitude)
-    one_plus_e += 1.0
-    return xp.sum(terms, axis=-1) + _sum_log(one_plus_e), one_plus_e
-
-
-BLOCK_ROWS = 256  # 784-pixel rows: 800 KB per array; 13% faster than whole 16 MB chunks for IWAE k=1000
-
-
-def bce_with_logits_per_example_fast(logits, target):
-    """``bce_with_logits_per_example`` with fewer and cheaper passes (``_bce_rows_fast``), for the IWAE bound's
-    millions of rows. Also takes logits (m, k, D) with images (m, 1, D) that broadcast against them (so the images
-    are never copied k times). On the CPU the rows go in blocks of ``BLOCK_ROWS``, so that a block's dozen passes
-    find it in cache (each row comes out the same as from one pass over everything); on CuPy all rows go at once.
-    """
-    if not B.is_array(logits):
-        logits = B.asarray(logits)
-    target = B.asarray(target, dtype=logits.dtype)
-    size = None if _on_gpu() else BLOCK_ROWS  # a GPU wants few large passes: one launch for all rows
-    pairs = _row_block_pairs(logits, target, size)  # also checks the shapes
-    if _on_gpu():
-        from . import kernels
-        return kernels.bce_rows(*pairs[0])  # one reduction kernel: one pass over the block
-    rows = [_bce_rows_fast(block, block_target)[0] for block, block_target in pairs]
-    return B.get_xp().reshape(B.concat(rows, axis=0), tuple(logits.shape[:-1]))
-
-
-def _row_block_pairs(logits, target, size):
-    """(logits rows, their targets) in blocks of at most ``size`` rows, in order (everything at once for None):
-    logits (N, D) with target (N, D) or (1, D); logits (m, k, D) with target (m, k, D) or (m, 1, D)."""
-    def spans(n):  # stops kept within the axis: the array API leaves slices past the end unspecified
-        return [(a, min(n, a + (size or n))) for a in range(0, n, size or n)]
-
-    lead, target_lead = tuple(logits.shape[:-1]), tuple(target.shape[:-1])
-    same_width = logits.shape[-1] == target.shape[-1]
-    if same_width and len(lead) == 1 and target_lead in ((1,), lead):
-        return [(logits[a:b, :], target if target_lead == (1,) else target[a:b, :]) for a, b in spans(lead[0])]
-    if same_width and len(lead) == 2 and target_lead in ((lead[0], 1), lead):
-        if size is None:
-            return [(logits, target)]
-        return [(logits[i, a:b, :], target[i, :, :] if target_lead[1] == 1 else target[i, a:b, :])
-                for i in range(lead[0]) for a, b in spans(lead[1])]
-    raise ValueError(f"bce_with_logits_per_example_fast: expected logits (N, D) with targets (N, D) or (1, D), or "
-                     f"logits (m, k, D) with targets (m, k, D) or (m, 1, D); got {tuple(logits.shape)} and "
-                     f"{tuple(target.shape)}")
 
 
 def bce_with_logits(logits, target):
@@ -170,31 +71,6 @@ def bce_with_logits(logits, target):
     value = float(xp.sum(_bce_terms(logits, target))) / n
     sigmoid = (1.0 + xp.tanh(logits / 2)) / 2  # = 1 / (1 + exp(-l)), with no exp that could overflow
     return value, (sigmoid - target) / n
-
-
-def bce_with_logits_fast(logits, target):
-    """``bce_with_logits`` in fewer passes and one exp, or one fused kernel on CuPy.
-
-    The value comes from ``_bce_rows_fast`` (within D * 2^-24 nats per example in float32). The gradient reuses its
-    1 + e, e = exp(-|l|): sigmoid(l) = 1 / (1 + e) for l >= 0 and e / (1 + e) = 1 - 1 / (1 + e) for l < 0, which
-    is 1/2 + sign(l) (1 / (1 + e) - 1/2) for every l, with no branch and no tanh (a scalar loop in NumPy). Exactly
-    0 or 1 in the tails; its absolute error is about one rounding of 1, no more than the subtraction s - x makes.
-    """
-    logits, target = _pair(logits, target, "bce_with_logits", ("logits", "target"))
-    if _on_gpu():
-        from . import kernels
-        return kernels.bce_with_logits(logits, target)
-    xp = B.get_xp()
-    n = logits.shape[0]
-    rows, one_plus_e = _bce_rows_fast(logits, target)
-    value = float(xp.sum(rows)) / n
-    grad = 1.0 / one_plus_e
-    grad -= 0.5
-    grad *= xp.sign(logits)
-    grad += 0.5
-    grad -= target
-    grad *= 1.0 / n
-    return value, grad
 
 
 def gaussian_kl_per_example(mu, logvar):
@@ -217,35 +93,15 @@ def gaussian_kl(mu, logvar):
     return value, mu / n, (xp.exp(logvar) - 1.0) / (2 * n)
 
 
-def gaussian_kl_fast(mu, logvar):
-    """``gaussian_kl`` computing exp(logvar) once, or as one fused kernel on CuPy (value then a 0-d array)."""
-    mu, logvar = _pair(mu, logvar, "gaussian_kl", ("mu", "logvar"))
-    if _on_gpu():
+def weighted_sum(a, weight, b):
+    """a + weight * b for two loss values (recon + beta * kl), in float64 whatever they are: Python floats on the
+    CPU, 0-d float32 device arrays from the ``_fast`` twins on CuPy (widened on the device, so the total is as exact
+    as the CPU's and nothing is read from the GPU)."""
+    if _on_gpu() and B.is_array(a) and B.is_array(b) and a.dtype == b.dtype:
         from . import kernels
-        return kernels.gaussian_kl(mu, logvar)
-    xp = B.get_xp()
-    n = mu.shape[0]
-    var = xp.exp(logvar)
-    value = 0.5 * float(xp.sum(mu * mu + var - 1.0 - logvar)) / n
-    return value, mu * (1.0 / n), (var - 1.0) * (0.5 / n)
-
-
-def check_labels(labels, n, num_classes, who, values=True):
-    """``labels`` as an integer array of shape (n,) with every value in [0, num_classes), or a clear error.
-
-    ``values=False`` checks the shape and dtype only: the range check reads the labels' minimum and maximum from the
-    device, so a training loop that checked all its labels once (``train.fit``) skips it at every step."""
-    if not B.is_array(labels):
-        labels = B.asarray(labels)
-    if labels.ndim != 1 or labels.shape[0] != n:
-        raise ValueError(f"{who}: labels must have shape ({n},), one class index per example; "
-                         f"got shape {tuple(labels.shape)}")
-    if "int" not in str(labels.dtype):
-        raise TypeError(f"{who}: labels must be integers (class indices); got dtype {labels.dtype}")
-    if values and n and (int(B.get_xp().min(labels)) < 0 or int(B.get_xp().max(labels)) >= num_classes):
-        raise ValueError(f"{who}: labels must lie in [0, {num_classes}); got values from "
-                         f"{int(B.get_xp().min(labels))} to {int(B.get_xp().max(labels))}")
-    return labels
+        return kernels.weighted_total(a, weight, b)  # one launch instead of four
+    wide = lambda v: B.astype(v, "float64") if B.is_array(v) else v  # noqa: E731
+    return wide(a) + weight * wide(b)
 
 
 def _log_softmax(logits):
@@ -331,13 +187,208 @@ def iwae_loss(log_w):
     return value, -xp.exp(log_w - lse) / n
 
 
+# ==== The fast twins ==========================================================================================
+# Each computes the plain formula above with the same arguments and the same numbers, in fewer passes (in place)
+# or as one CuPy kernel (tinyvae.kernels). Tests keep each pair equal; in plain mode (tinyvae.use_plain) each twin
+# calls its plain formula.
+
+
+def _on_gpu():
+    return B.fast_gpu()
+
+
+def mse_fast(pred, target):
+    """``mse`` with the value left on the device on CuPy (a 0-d array, read by ``float``), so that a training step
+    with a Gaussian decoder never waits for the GPU; the same float as ``mse`` elsewhere."""
+    if B.plain():
+        return mse(pred, target)
+    pred, target = _pair(pred, target, "mse", ("pred", "target"))
+    n = pred.shape[0]
+    diff = pred - target
+    value = B.get_xp().sum(diff * diff) / n
+    return (value if _on_gpu() else float(value)), diff * (2.0 / n)
+
+
+def _sum_log(one_plus_e):
+    """sum_d log(1 + e_d) over the last axis, for 1 + e_d in [1, 2], with one log per 16 values instead of one each.
+
+    A product of 16 values in [1, 2] stays below 2^16: the halves of each row are multiplied together (up to four
+    times, while the width is even), then the logs of the products are summed. NumPy's log1p is a scalar loop, five
+    times slower than its log, and this term is most of a BCE's value. The price is the rounding of each 1 + e: at
+    most D * 2^-24 nats per row in float32 (5e-5 for D = 784; about 1e-6 in practice), D * 2^-53 in float64. Only
+    loss VALUES use it; no gradient does.
+    """
+    xp = B.get_xp()
+    e = one_plus_e
+    for _ in range(4):
+        width = e.shape[-1]
+        if width % 2:
+            break
+        e = e[..., :width // 2] * e[..., width // 2:]
+    return xp.sum(xp.log(e), axis=-1)
+
+
+def _bce_rows_fast(logits, target):
+    """(sum_d [max(l, 0) - l x + log1p(exp(-|l|))] for each row, 1 + exp(-|l|)), in few passes and ONE exp.
+
+    max(l, 0) = (l + |l|) / 2 reuses the |l| that the exp needs; the log1p term is summed by ``_sum_log``.
+    ``bce_with_logits_fast`` makes its gradient from the returned 1 + exp(-|l|). ``target`` may broadcast against
+    ``logits`` (the IWAE bound passes logits (m, k, D) and images (m, 1, D)).
+    """
+    xp = B.get_xp()
+    magnitude = xp.abs(logits)
+    terms = logits + magnitude
+    terms *= 0.5
+    terms -= logits * target
+    magnitude *= -1.0
+    one_plus_e = xp.exp(magnitude)
+    one_plus_e += 1.0
+    return xp.sum(terms, axis=-1) + _sum_log(one_plus_e), one_plus_e
+
+
+BLOCK_ROWS = 256  # 784-pixel rows: 800 KB per array; 13% faster than whole 16 MB chunks for IWAE k=1000
+
+
+def bce_with_logits_per_example_fast(logits, target):
+    """``bce_with_logits_per_example`` with fewer and cheaper passes (``_bce_rows_fast``), for the IWAE bound's
+    millions of rows. Also takes logits (m, k, D) with images (m, 1, D) that broadcast against them (so the images
+    are never copied k times). On the CPU the rows go in blocks of ``BLOCK_ROWS``, so that a block's dozen passes
+    find it in cache (each row comes out the same as from one pass over everything); on CuPy all rows go at once.
+    """
+    if B.plain():
+        return _bce_per_example_by_rows(logits, target)
+    if not B.is_array(logits):
+        logits = B.asarray(logits)
+    target = B.asarray(target, dtype=logits.dtype)
+    size = None if _on_gpu() else BLOCK_ROWS  # a GPU wants few large passes: one launch for all rows
+    pairs = _row_block_pairs(logits, target, size)  # also checks the shapes
+    if _on_gpu():
+        from . import kernels
+        return kernels.bce_rows(*pairs[0])  # one reduction kernel: one pass over the block
+    rows = [_bce_rows_fast(block, block_target)[0] for block, block_target in pairs]
+    return B.get_xp().reshape(B.concat(rows, axis=0), tuple(logits.shape[:-1]))
+
+
+def _bce_per_example_by_rows(logits, target):
+    """``bce_with_logits_per_example`` itself for logits (..., D) and targets that broadcast against them: both
+    flattened to rows (M, D), the result shaped back to logits.shape[:-1] (the plain-mode path of the twin above)."""
+    xp = B.get_xp()
+    logits = B.asarray(logits)
+    target = xp.broadcast_to(B.asarray(target, dtype=logits.dtype), tuple(logits.shape))
+    width = logits.shape[-1]
+    rows = bce_with_logits_per_example(xp.reshape(logits, (-1, width)), xp.reshape(target, (-1, width)))
+    return xp.reshape(rows, tuple(logits.shape[:-1]))
+
+
+def _row_block_pairs(logits, target, size):
+    """(logits rows, their targets) in blocks of at most ``size`` rows, in order (everything at once for None):
+    logits (N, D) with target (N, D) or (1, D); logits (m, k, D) with target (m, k, D) or (m, 1, D)."""
+    def spans(n):  # stops kept within the axis: the array API leaves slices past the end unspecified
+        return [(a, min(n, a + (size or n))) for a in range(0, n, size or n)]
+
+    lead, target_lead = tuple(logits.shape[:-1]), tuple(target.shape[:-1])
+    same_width = logits.shape[-1] == target.shape[-1]
+    if same_width and len(lead) == 1 and target_lead in ((1,), lead):
+        return [(logits[a:b, :], target if target_lead == (1,) else target[a:b, :]) for a, b in spans(lead[0])]
+    if same_width and len(lead) == 2 and target_lead in ((lead[0], 1), lead):
+        if size is None:
+            return [(logits, target)]
+        return [(logits[i, a:b, :], target[i, :, :] if target_lead[1] == 1 else target[i, a:b, :])
+                for i in range(lead[0]) for a, b in spans(lead[1])]
+    raise ValueError(f"bce_with_logits_per_example_fast: expected logits (N, D) with targets (N, D) or (1, D), or "
+                     f"logits (m, k, D) with targets (m, k, D) or (m, 1, D); got {tuple(logits.shape)} and "
+                     f"{tuple(target.shape)}")
+
+
+def bce_with_logits_fast(logits, target):
+    """``bce_with_logits`` in fewer passes and one exp, or one fused kernel on CuPy.
+
+    The value comes from ``_bce_rows_fast`` (within D * 2^-24 nats per example in float32). The gradient reuses its
+    1 + e, e = exp(-|l|): sigmoid(l) = 1 / (1 + e) for l >= 0 and e / (1 + e) = 1 - 1 / (1 + e) for l < 0, which
+    is 1/2 + sign(l) (1 / (1 + e) - 1/2) for every l, with no branch and no tanh (a scalar loop in NumPy). Exactly
+    0 or 1 in the tails; its absolute error is about one rounding of 1, no more than the subtraction s - x makes.
+    """
+    if B.plain():
+        return bce_with_logits(logits, target)
+    logits, target = _pair(logits, target, "bce_with_logits", ("logits", "target"))
+    if _on_gpu():
+        from . import kernels
+        return kernels.bce_with_logits(logits, target)
+    xp = B.get_xp()
+    n = logits.shape[0]
+    rows, one_plus_e = _bce_rows_fast(logits, target)
+    value = float(xp.sum(rows)) / n
+    grad = 1.0 / one_plus_e
+    grad -= 0.5
+    grad *= xp.sign(logits)
+    grad += 0.5
+    grad -= target
+    grad *= 1.0 / n
+    return value, grad
+
+
+def gaussian_kl_fast(mu, logvar):
+    """``gaussian_kl`` computing exp(logvar) once, or as one fused kernel on CuPy (value then a 0-d array)."""
+    mu, logvar = _pair(mu, logvar, "gaussian_kl", ("mu", "logvar"))
+    if B.plain():
+        return gaussian_kl(mu, logvar)
+    if _on_gpu():
+        from . import kernels
+        return kernels.gaussian_kl(mu, logvar)
+    xp = B.get_xp()
+    n = mu.shape[0]
+    var = xp.exp(logvar)
+    value = 0.5 * float(xp.sum(mu * mu + var - 1.0 - logvar)) / n
+    return value, mu * (1.0 / n), (var - 1.0) * (0.5 / n)
+
+
 def iwae_loss_fast(log_w):
     """``iwae_loss`` with the value left on the device on CuPy (a 0-d array, read by ``float``): a training step
     on the importance-weighted objective then never waits for the GPU. Elsewhere exactly ``iwae_loss``."""
-    if not _on_gpu():
+    if B.plain() or not _on_gpu():
         return iwae_loss(log_w)
     log_w = _log_weights_2d(log_w, "iwae_loss")
     xp = B.get_xp()
     n, k = log_w.shape
     lse = _logsumexp(log_w)
     return math.log(k) - xp.sum(lse) / n, -xp.exp(log_w - lse) / n
+
+
+# ------------------------------------------------------------------ what a model's loss returns, in nats
+class LossParts:
+    """The objective per example: total = recon + beta * kl (kl is 0 for a plain autoencoder), read as floats.
+
+    On a GPU the numbers stay on the device until one is read (reading waits for the GPU to finish the step), so a
+    training loop can add them up without a host sync per step: ``values()`` gives them as they are kept.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, total, recon, kl):
+        self._values = (total, recon, kl)
+
+    total = property(lambda self: float(self._values[0]))
+    recon = property(lambda self: float(self._values[1]))
+    kl = property(lambda self: float(self._values[2]))
+
+    def values(self):
+        """(total, recon, kl) as kept: floats, or 0-d arrays of the active backend (not yet read from a GPU)."""
+        return self._values
+
+    def __eq__(self, other):
+        return isinstance(other, LossParts) and (self.total, self.recon, self.kl) == (other.total, other.recon,
+                                                                                       other.kl)
+
+    def __repr__(self):
+        return f"LossParts(total={self.total!r}, recon={self.recon!r}, kl={self.kl!r})"
+
+
+
+def recon_constant(model):
+    """What -log p(x|z) adds to the training loss's reconstruction term, in nats per example.
+
+    Bernoulli: 0 (the BCE is -log p(x|z)). Gaussian N(x; mean, I/2): -log p = ||x - mean||^2 + D/2 log(pi), and
+    the training loss leaves the constant out (it has no gradient), so add it to report nats on the same footing as
+    the IWAE bound.
+    """
+    return 0.0 if model.likelihood == "bernoulli" else 0.5 * model.input_dim * math.log(math.pi)

@@ -5,8 +5,7 @@ features) in place of Inception: it is NOT comparable to published FIDs. Lower i
 """
 from . import backend as B
 from . import classifier as C
-from . import losses
-from .layers import check_batch
+from .checks import check_batch, check_labels
 
 
 def _mean_cov(f):
@@ -100,6 +99,6 @@ def score(samples, real, clf=None, digits=None):
            "sharpness": sharpness(samples), "sharpness_real": sharpness(real),
            "digit_shares": [float(v) for v in B.to_numpy(digit_shares(samples, clf))]}
     if digits is not None:
-        losses.check_labels(B.asarray(digits), samples.shape[0], clf.num_classes, "score")
+        check_labels(B.asarray(digits), samples.shape[0], clf.num_classes, "score")
         out["conditional_accuracy"] = conditional_accuracy(samples, digits, clf)
     return out

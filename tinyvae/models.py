@@ -7,44 +7,18 @@ Each model's ``loss(x, ...)`` runs the forward pass and returns the objective pe
 import math
 
 from . import backend as B
-from . import losses
+from . import iwae, losses
 from .activations import get_activation, sigmoid
+from .checks import check_labels, layer_sizes, one_of, positive_int
+from .errors import InputError
 from .layers import Dense
+from .losses import LossParts, recon_constant  # noqa: F401  (public here too: models.LossParts)
 from .module import Module, Sequential
 from .reparam import Reparameterize
-from .train import _positive_int
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 NOISES = ("gaussian", "masking")
 LOG_2PI = math.log(2.0 * math.pi)
-
-
-class LossParts:
-    """The objective per example: total = recon + beta * kl (kl is 0 for a plain autoencoder), read as floats.
-
-    On a GPU the numbers stay on the device until one is read (reading waits for the GPU to finish the step), so a
-    training loop can add them up without a host sync per step: ``values()`` gives them as they are kept.
-    """
-
-    __slots__ = ("_values",)
-
-    def __init__(self, total, recon, kl):
-        self._values = (total, recon, kl)
-
-    total = property(lambda self: float(self._values[0]))
-    recon = property(lambda self: float(self._values[1]))
-    kl = property(lambda self: float(self._values[2]))
-
-    def values(self):
-        """(total, recon, kl) as kept: floats, or 0-d arrays of the active backend (not yet read from a GPU)."""
-        return self._values
-
-    def __eq__(self, other):
-        return isinstance(other, LossParts) and (self.total, self.recon, self.kl) == (other.total, other.recon,
-                                                                                       other.kl)
-
-    def __repr__(self):
-        return f"LossParts(total={self.total!r}, recon={self.recon!r}, kl={self.kl!r})"
 
 
 def mlp(sizes, activation="relu", dtype=None, rng=None, last_activation=False):
@@ -57,24 +31,11 @@ def mlp(sizes, activation="relu", dtype=None, rng=None, last_activation=False):
     return Sequential(*layers)
 
 
-def _check_sizes(input_dim, hidden, latent_dim, likelihood):
-    hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
-    for name, n in [("input_dim", input_dim), ("latent_dim", latent_dim)] + [("hidden", h) for h in hidden]:
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"{name} must be a positive int, got {n!r}")
-    if likelihood not in LIKELIHOODS:
-        raise ValueError(f"unknown likelihood {likelihood!r}: expected one of {', '.join(LIKELIHOODS)}")
+def check_sizes(input_dim, hidden, latent_dim, likelihood):
+    """``hidden`` as a tuple, after checking the sizes (positive ints) and the likelihood (one of LIKELIHOODS)."""
+    hidden = layer_sizes(input_dim, hidden, latent_dim)
+    one_of(likelihood, LIKELIHOODS, "likelihood")
     return hidden
-
-
-def recon_constant(model):
-    """What -log p(x|z) adds to the training loss's reconstruction term, in nats per example.
-
-    Bernoulli: 0 (the BCE is -log p(x|z)). Gaussian N(x; mean, I/2): -log p = ||x - mean||^2 + D/2 log(pi), and
-    the training loss leaves the constant out (it has no gradient), so add it to report nats on the same footing as
-    the IWAE bound.
-    """
-    return 0.0 if model.likelihood == "bernoulli" else 0.5 * model.input_dim * math.log(math.pi)
 
 
 def loss_units(model):
@@ -103,13 +64,13 @@ class _Base(Module):
         Every forward pass starts here, and each one overwrites what the layers saved for backward: so this is
         also where the gradients of the last ``loss`` are forgotten (``loss`` sets them again when it is done).
         """
-        self._grads = None
+        self._loss_grads = None
         if not B.is_array(x):
             x = B.asarray(x)
         if x.ndim == 1:
             x = B.get_xp().reshape(x, (1, -1))
         if x.ndim != 2 or x.shape[1] != self.input_dim:
-            raise ValueError(f"{type(self).__name__} expects input of shape (N, {self.input_dim}); "
+            raise InputError(f"{type(self).__name__} expects input of shape (N, {self.input_dim}); "
                              f"got shape {tuple(x.shape)}")
         if not B.is_floating(x):
             raise TypeError(f"{type(self).__name__} expects pixel intensities in [0, 1] as floats; got {x.dtype} "
@@ -150,7 +111,7 @@ class _Base(Module):
 
     def decode(self, z):
         """The mean image of p(x|z) for each code z (a forward pass: it forgets the last loss's gradients)."""
-        self._grads = None
+        self._loss_grads = None
         return self.mean_image(self.decoder.forward(self._decoder_input(B.asarray(z, dtype=self.dtype))))
 
     def _decoder_input(self, z):
@@ -178,14 +139,14 @@ class Autoencoder(_Base):
 
     def __init__(self, input_dim=784, hidden=(400,), latent_dim=20, likelihood="bernoulli", activation="relu",
                  dtype=None, rng=None):
-        self.hidden = list(_check_sizes(input_dim, hidden, latent_dim, likelihood))
+        self.hidden = list(check_sizes(input_dim, hidden, latent_dim, likelihood))
         self.input_dim, self.latent_dim, self.likelihood = input_dim, latent_dim, likelihood
         self.activation, self.dtype = activation, B.dtype_name(dtype)
         rng = B.as_generator(rng)
         self.encoder = mlp([input_dim, *self.hidden, latent_dim], activation, dtype, rng)
         self.decoder = mlp([latent_dim, *reversed(self.hidden), input_dim], activation, dtype, rng)
         self.encoder[0].input_grad = False  # nothing needs the gradient w.r.t. the pixels
-        self._grads = None
+        self._loss_grads = None
 
     def encode(self, x):
         """The latent code z of each example."""
@@ -205,7 +166,7 @@ class Autoencoder(_Base):
         x = self._input(x)
         out = self.decoder.forward(self.encoder.forward(self._corrupt(x, rng)))
         recon, dout = self._recon(out, x)
-        self._grads = dout
+        self._loss_grads = dout
         return LossParts(recon, recon, 0.0)
 
     def loss_per_example(self, x, rng=None):
@@ -215,8 +176,12 @@ class Autoencoder(_Base):
         return {"loss": recon, "recon": recon, "kl": B.get_xp().zeros_like(recon)}
 
     def backward(self):
-        """dz = decoder'(drecon); then the encoder's backward fills its parameter gradients."""
-        dz = self.decoder.backward(self._saved(self._grads))
+        """dz = decoder'(dout); then the encoder's backward fills its parameter gradients (added, never zeroed).
+
+        Inputs (kept by ``loss`` in ``_loss_grads``): dout (N, D), the reconstruction loss's gradient w.r.t. the
+        decoder's output. dz: (N, K). Returns None: the results are the parameters' .grad.
+        """
+        dz = self.decoder.backward(self._saved(self._loss_grads))
         self.encoder.backward(dz)
 
 
@@ -233,10 +198,9 @@ class DenoisingAutoencoder(Autoencoder):
 
     def __init__(self, input_dim=784, hidden=(400,), latent_dim=20, likelihood="bernoulli", activation="relu",
                  noise="gaussian", noise_level=0.5, dtype=None, rng=None):
-        if noise not in NOISES:
-            raise ValueError(f"unknown noise {noise!r}: expected one of {', '.join(NOISES)}")
+        one_of(noise, NOISES, "noise")
         if not 0.0 <= noise_level <= (1.0 if noise == "masking" else math.inf):
-            raise ValueError(f"noise_level must be >= 0 (and <= 1 for masking), got {noise_level!r}")
+            raise InputError(f"noise_level must be >= 0 (and <= 1 for masking), got {noise_level!r}")
         super().__init__(input_dim, hidden, latent_dim, likelihood, activation, dtype, rng)
         self.noise, self.noise_level = noise, float(noise_level)
 
@@ -271,10 +235,10 @@ class VAE(_Base):
 
     def __init__(self, input_dim=784, hidden=(400,), latent_dim=20, likelihood="bernoulli", beta=1.0,
                  activation="relu", dtype=None, rng=None, k=1):
-        self.hidden = list(_check_sizes(input_dim, hidden, latent_dim, likelihood))
+        self.hidden = list(check_sizes(input_dim, hidden, latent_dim, likelihood))
         if not beta >= 0:
-            raise ValueError(f"beta must be >= 0, got {beta!r}")
-        self.k = _positive_int(k, "k (importance samples per example)")
+            raise InputError(f"beta must be >= 0, got {beta!r}")
+        self.k = positive_int(k, "k (importance samples per example)")
         self.input_dim, self.latent_dim, self.likelihood = input_dim, latent_dim, likelihood
         self.beta, self.activation, self.dtype = float(beta), activation, B.dtype_name(dtype)
         rng, c = B.as_generator(rng), self._condition_width
@@ -286,7 +250,7 @@ class VAE(_Base):
         self.decoder = mlp([latent_dim + c, *reversed(self.hidden), input_dim], activation, dtype, rng)
         for first in ([self.encoder[0]] if self.hidden else [self.mu_head, self.logvar_head]):
             first.input_grad = False  # nothing needs the gradient w.r.t. the pixels
-        self._grads = None
+        self._loss_grads = None
 
     # The encoder reads _encoder_input(x), the decoder _decoder_input(z), and the decoder's input gradient becomes
     # dz through _latent_grad: the identity here; a conditional VAE appends (and drops) its one-hot labels.
@@ -300,6 +264,21 @@ class VAE(_Base):
         """(mu, logvar) of a checked batch x (N, D): both heads read the encoder's last hidden features."""
         h = self.encoder.forward(self._encoder_input(x))
         return self.mu_head.forward(h), self.logvar_head.forward(h)
+
+    def _encode_sample(self, x, eps=None, rng=None):
+        """(mu, logvar, z) of a checked batch x: the encoder, both heads, and one z per example."""
+        if B.fast_gpu():
+            return self._encode_sample_fast(x, eps, rng)
+        mu, logvar = self._encode(x)
+        return mu, logvar, self.reparam.forward(mu, logvar, eps=eps, rng=rng)
+
+    def _encode_sample_fast(self, x, eps=None, rng=None):
+        """``_encode_sample`` with both heads' bias additions folded into the reparameterization's CuPy kernel
+        (``Reparameterize.forward_heads_fast``): two launches fewer, the same numbers."""
+        h = self.encoder.forward(self._encoder_input(x))
+        mu_head, logvar_head = self.mu_head, self.logvar_head
+        return self.reparam.forward_heads_fast(mu_head.forward_product(h), mu_head.b.data,
+                                               logvar_head.forward_product(h), logvar_head.b.data, eps, rng)
 
     def _decode_raw(self, z):
         """The decoder's raw output (logits for bernoulli) for codes z (N, K); its layers keep what backward needs."""
@@ -321,13 +300,11 @@ class VAE(_Base):
         """
         x = self._input(x)
         if self.k > 1:
-            from . import iwae  # here: iwae builds on this module
             return iwae.weighted_loss(self, x, eps, rng)
-        mu, logvar = self._encode(x)
-        z = self.reparam.forward(mu, logvar, eps=eps, rng=rng)
+        mu, logvar, z = self._encode_sample(x, eps, rng)
         recon, dout = self._recon(self._decode_raw(z), x)
         kl, dmu_kl, dlogvar_kl = losses.gaussian_kl_fast(mu, logvar)
-        self._grads = (dout, dmu_kl, dlogvar_kl)
+        self._loss_grads = (dout, dmu_kl, dlogvar_kl)
         return LossParts(losses.weighted_sum(recon, self.beta, kl), recon, kl)
 
     def loss_per_example(self, x, eps=None, rng=None):
@@ -335,7 +312,6 @@ class VAE(_Base):
         x = self._input(x)
         mu, logvar = self._encode(x)
         if self.k > 1:
-            from . import iwae
             return iwae.weighted_per_example(self, x, mu, logvar, iwae.iwae_eps(self, x.shape[0], eps, rng))
         z = self.reparam.forward(mu, logvar, eps=eps, rng=rng)
         recon = self.recon_per_example(self._decode_raw(z), x)
@@ -344,28 +320,31 @@ class VAE(_Base):
 
     def backward(self):
         """Fill every parameter's .grad with the gradient of the last ``loss`` (its batch mean): the ELBO's
-        (``elbo_backward``), or the importance-weighted objective's (``iwae.backward``) when that was the loss."""
-        from . import iwae
-        saved = self._saved(self._grads)
-        if isinstance(saved, iwae.Weighted):
-            return iwae.backward(self, saved)
-        return self.elbo_backward(saved)
+        (``elbo_backward``), or the importance-weighted objective's (``iwae.backward``) when that was the loss.
 
-    def elbo_backward(self, saved):
+        Inputs: the upstream gradients ``loss`` kept in ``_loss_grads`` (see those two functions for their shapes).
+        Returns None: the results are the parameters' .grad.
+        """
+        loss_grads = self._saved(self._loss_grads)
+        if isinstance(loss_grads, iwae.Weighted):
+            return iwae.backward(self, loss_grads)
+        return self.elbo_backward(loss_grads)
+
+    def elbo_backward(self, loss_grads):
         """The gradient of recon + beta * KL (batch mean) into every parameter's .grad (added, never zeroed).
 
-        ``saved`` = (dout, dmu_kl, dlogvar_kl) from ``loss``: dout (N, D) the reconstruction loss's gradient w.r.t.
+        ``loss_grads`` = (dout, dmu_kl, dlogvar_kl) from ``loss``: dout (N, D) the reconstruction loss's gradient w.r.t.
         the decoder's output, dmu_kl and dlogvar_kl (N, K) the KL term's gradients w.r.t. mu and logvar.
             dz = decoder'(dout);   (dmu_recon, dlogvar_recon) = reparam'(dz)     (z = mu + exp(logvar / 2) * eps)
             dmu = dmu_recon + beta * dmu_kl;   dlogvar = dlogvar_recon + beta * dlogvar_kl
-        Both heads' input gradients add up into the encoder (``_heads_backward``).
+        Both heads' input gradients add up into the encoder (``_heads_backward``): dh (N, H). Returns None.
         """
-        dout, dmu_kl, dlogvar_kl = saved
+        dout, dmu_kl, dlogvar_kl = loss_grads
         # The reconstruction term: back through the decoder to z, then through z = mu + exp(logvar / 2) * eps.
         dz = self._latent_grad(self.decoder.backward(dout))
-        if B.backend_name() == "cupy":  # the three lines below in one fused kernel (kernels.latent_backward)
+        if B.fast_gpu():  # the three lines below in one fused kernel (kernels.latent_backward)
             from . import kernels
-            eps, std = self.reparam._saved(self.reparam._eps), self.reparam._std
+            eps, std = self.reparam._saved(self.reparam._cache)
             self._heads_backward(*kernels.latent_backward(dz, eps, std, dmu_kl, dlogvar_kl, self.beta))
             return
         dmu_recon, dlogvar_recon = self.reparam.backward(dz)
@@ -380,7 +359,8 @@ class VAE(_Base):
         return -0.5 * (B.get_xp().sum(z * z, axis=-1) + z.shape[-1] * LOG_2PI)
 
     def _heads_backward(self, dmu, dlogvar):
-        """Both heads read the same hidden features h, so their input gradients add up into the encoder."""
+        """Both heads read the same hidden features h, so their input gradients add up into the encoder:
+        dh = dmu W_mu^T + dlogvar W_logvar^T.   dmu, dlogvar: (N, K); dh: (N, H)."""
         dh_mu, dh_logvar = self.mu_head.backward(dmu), self.logvar_head.backward(dlogvar)
         if len(self.encoder):  # empty when the heads read the pixels themselves (hidden=())
             self.encoder.backward(dh_mu + dh_logvar)
@@ -404,9 +384,9 @@ class VAE(_Base):
 def _path(mu_a, mu_b, steps, method, dtype):
     """Codes (steps, K) from mu_a to mu_b (each (1, K)): a straight line or a great-circle arc (slerp)."""
     if method not in ("linear", "slerp"):
-        raise ValueError(f"unknown interpolation {method!r}: expected 'linear' or 'slerp'")
+        raise InputError(f"unknown interpolation {method!r}: expected 'linear' or 'slerp'")
     if int(steps) < 2:
-        raise ValueError(f"steps must be at least 2, got {steps!r}")
+        raise InputError(f"steps must be at least 2, got {steps!r}")
     xp = B.get_xp()
     t = xp.reshape(B.linspace(0.0, 1.0, int(steps), dtype=dtype), (-1, 1))
     if method == "linear":
@@ -443,7 +423,7 @@ class ConditionalVAE(VAE):
 
     def __init__(self, input_dim=784, hidden=(400,), latent_dim=20, num_classes=10, likelihood="bernoulli",
                  beta=4.0, activation="relu", dtype=None, rng=None, k=1):
-        self.num_classes = _positive_int(num_classes, "num_classes", 2)
+        self.num_classes = positive_int(num_classes, "num_classes", 2)
         self._onehot = None
         self._labels_checked = False  # True while train.fit runs: it checked every label's range once, up front
         super().__init__(input_dim, hidden, latent_dim, likelihood, beta, activation, dtype, rng, k)
@@ -455,8 +435,8 @@ class ConditionalVAE(VAE):
     def _condition(self, y, n, who):
         """Keep onehot(y) (n, C) for the networks' inputs: every public method sets it before running them."""
         if y is None:
-            raise ValueError(f"{who}: a conditional VAE needs the labels y, one class index per example")
-        y = losses.check_labels(y, n, self.num_classes, who, values=not self._labels_checked)
+            raise InputError(f"{who}: a conditional VAE needs the labels y, one class index per example")
+        y = check_labels(y, n, self.num_classes, who, values=not self._labels_checked)
         self._onehot = losses._one_hot(y, self.num_classes, self._dtype)
 
     def _encoder_input(self, x):
@@ -517,29 +497,3 @@ class ConditionalVAE(VAE):
         mu_a, mu_b = self.encode(x_a, [y_a])[0], self.encode(x_b, [y_b])[0]
         z = _path(mu_a, mu_b, steps, method, self.dtype)
         return self.decode(z, [y_a if digit is None else digit] * z.shape[0])
-
-
-MODELS = {"ae": Autoencoder, "dae": DenoisingAutoencoder, "vae": VAE, "cvae": ConditionalVAE}
-
-from .conv_models import ConvAutoencoder, ConvVAE  # noqa: E402 - they subclass the models above
-
-MODELS.update({"convvae": ConvVAE, "convae": ConvAutoencoder})
-
-from .gan import VAEGAN  # noqa: E402 - the VAE-GAN subclasses VAE
-
-MODELS["vaegan"] = VAEGAN
-
-# ---- issue 21 (CS236): the mixture-prior VAE and the semi-supervised M2, in their own files ----
-from .gmvae import GMVAE  # noqa: E402 - subclasses VAE
-from .ssvae import SSVAE  # noqa: E402
-
-MODELS.update({"gmvae": GMVAE, "ssvae": SSVAE})
-
-
-def build(config):
-    """A new model from ``model.config()`` (the "model" key picks the class)."""
-    config = dict(config)
-    kind = config.pop("model", None)
-    if kind not in MODELS:
-        raise ValueError(f"unknown model {kind!r}: expected one of {', '.join(MODELS)}")
-    return MODELS[kind](**config)

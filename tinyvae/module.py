@@ -1,13 +1,159 @@
-"""Parameter, Module and Sequential: what every layer and model is built from.
+"""Module, Sequential and Parameter: what every layer and model is built from.
 
 A Module keeps what its backward pass needs during ``forward(x)``; ``backward(dout)`` takes the gradient of the
 loss with respect to the module's output, ADDS the gradients of its parameters into their ``.grad`` (with
 ``Parameter.accumulate``; as PyTorch does, so call ``zero_grad()`` between steps) and returns the gradient with
 respect to its input.
-"""
-import math
 
+Where an optimizer keeps the parameters (one flat buffer per dtype) is ``tinyvae/flat.py``.
+"""
 from . import backend as B
+
+
+class Module:
+    """Base class: subclasses define ``forward`` and ``backward`` and keep Parameters and Modules as attributes."""
+
+    training = True
+
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, dout):
+        """dx = dL/dx from dout = dL/dy (the shape of forward's output); returns dx (the shape of its input), and
+        ADDS each parameter's gradient into its .grad. What it needs from forward it reads from ``self._cache``."""
+        raise NotImplementedError
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def forward_pair_fast(self, x, following):
+        """``following.forward(self.forward(x))`` in fewer passes or launches, or None if this module fuses with
+        nothing (the default): see ``Dense.forward_pair_fast``."""
+        return None
+
+    def _saved(self, value):
+        """What forward stored for backward (``self._cache``); a clear error if forward has not run yet."""
+        if value is None:
+            name = type(self).__name__
+            raise RuntimeError(f"{name}.backward was called before {name}.forward: call forward first")
+        return value
+
+    def children(self):
+        """Sub-modules held as attributes (or in list/tuple attributes), in the order they were set."""
+        for value in vars(self).values():
+            if isinstance(value, Module):
+                yield value
+            elif isinstance(value, (list, tuple)):
+                yield from (m for m in value if isinstance(m, Module))
+
+    def named_parameters(self, prefix=""):
+        """(name, Parameter) pairs in a stable order: own parameters first, then each child's."""
+        for name, value in vars(self).items():
+            if isinstance(value, Parameter):
+                yield prefix + name, value
+            elif isinstance(value, Module):
+                yield from value.named_parameters(f"{prefix}{name}.")
+            elif isinstance(value, (list, tuple)):
+                for i, m in enumerate(value):
+                    if isinstance(m, Module):
+                        yield from m.named_parameters(f"{prefix}{name}.{i}.")
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.zero_grad()
+
+    def train(self, mode=True):
+        """Training mode (a denoising autoencoder corrupts its input only in training mode)."""
+        self.training = mode
+        for child in self.children():
+            child.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def state_dict(self):
+        """A copy of every parameter array, keyed by its name."""
+        return {name: B.copy(p.data) for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state):
+        """Copy arrays into the parameters; every name must match and every shape must agree."""
+        params = dict(self.named_parameters())
+        missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+        if missing or unexpected:
+            raise KeyError(f"{type(self).__name__}.load_state_dict: missing keys {missing}, "
+                           f"unexpected keys {unexpected}")
+        for name, p in params.items():
+            value = B.asarray(state[name], dtype=p.data.dtype)
+            if tuple(value.shape) != p.shape:
+                raise ValueError(f"{type(self).__name__}.load_state_dict: {name!r} has shape {tuple(value.shape)}, "
+                                 f"expected {p.shape}")
+            p.data[...] = value
+
+    def __repr__(self):
+        kids = [repr(c).replace("\n", "\n  ") for c in self.children()]
+        if not kids:
+            return f"{type(self).__name__}()"
+        return f"{type(self).__name__}(\n  " + "\n  ".join(kids) + "\n)"
+
+
+class Sequential(Module):
+    """Modules applied in order; backward runs them in reverse.
+
+    Backward: dx = m_1'(... m_n'(dout)), each module's backward feeding the one before it.
+    """
+
+    def __init__(self, *modules):
+        for m in modules:
+            if not isinstance(m, Module):
+                raise TypeError(f"Sequential takes Modules, got {type(m).__name__}")
+        self.layers = list(modules)
+
+    def forward(self, x):
+        if B.fast_gpu():
+            return self.forward_fast(x)
+        for m in self.layers:
+            x = m.forward(x)
+        return x
+
+    def forward_fast(self, x):
+        """``forward`` letting each layer fuse itself with the next where it can (``forward_pair_fast``: a Dense
+        layer and the ReLU after it in one CuPy kernel): the same numbers, fewer launches."""
+        i = 0
+        while i < len(self.layers):
+            m, following = self.layers[i], self.layers[i + 1] if i + 1 < len(self.layers) else None
+            y = m.forward_pair_fast(x, following) if following is not None else None
+            x, i = (m.forward(x), i + 1) if y is None else (y, i + 2)
+        return x
+
+    def backward(self, dout):
+        """dx = m_1'(... m_n'(dout)): each module's backward, last to first, feeds the one before it.
+
+        dout: the shape of the last module's output, e.g. (N, D_out); returns dx, the shape of the first module's
+        input, e.g. (N, D_in), or None when the first layer was told not to compute it (``input_grad = False``).
+        """
+        for m in reversed(self.layers):
+            dout = m.backward(dout)
+            if dout is None:  # a first Dense layer told not to compute its input gradient
+                break
+        return dout
+
+    def named_parameters(self, prefix=""):
+        """Named by position, as "0.W", "2.b": the layer list itself adds nothing to the name."""
+        for i, m in enumerate(self.layers):
+            yield from m.named_parameters(f"{prefix}{i}.")
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __iter__(self):
+        return iter(self.layers)
 
 
 class Parameter:
@@ -89,7 +235,7 @@ class Parameter:
         """grad += a @ b (a Dense layer's dW = x^T dout). Right after ``zero_grad()`` inside a flat buffer, NumPy and
         CuPy write the product straight into the gradient's memory (``matmul(..., out=)``) instead of making it
         and then copying it in; otherwise this is ``accumulate(a @ b)``."""
-        if self._flat is not None and self._grad_zero and B.backend_name() in ("numpy", "cupy"):
+        if self._flat is not None and self._grad_zero and self._writes_in_place():
             if tuple(a.shape[:-1]) + tuple(b.shape[1:]) == self.shape and a.dtype == b.dtype == self._data.dtype:
                 B.get_xp().matmul(a, b, out=self._grad)
                 self._grad_zero = False
@@ -101,12 +247,17 @@ class Parameter:
         inside a flat buffer, NumPy and CuPy sum straight into the gradient's memory (``sum(..., out=)``: one pass,
         one launch on a GPU); otherwise this is ``accumulate(sum(a, axis=0))``."""
         xp = B.get_xp()
-        if self._flat is not None and self._grad_zero and B.backend_name() in ("numpy", "cupy"):
+        if self._flat is not None and self._grad_zero and self._writes_in_place():
             if tuple(a.shape[1:]) == self.shape and a.dtype == self._data.dtype:
                 xp.sum(a, axis=0, out=self._grad)
                 self._grad_zero = False
                 return
         self.accumulate(xp.sum(a, axis=0))
+
+    @staticmethod
+    def _writes_in_place():
+        """NumPy and CuPy can write a product or a sum straight into the gradient (``out=``); not in plain mode."""
+        return B.backend_name() in ("numpy", "cupy") and not B.plain()
 
     def zero_grad(self):
         if self._flat is None:
@@ -126,198 +277,3 @@ class Parameter:
 
     def __repr__(self):
         return f"Parameter(shape={self.shape}, dtype={B.dtype_name(self._data.dtype)})"
-
-
-class FlatBuffer:
-    """The data and the gradients of some Parameters of one dtype, each in ONE contiguous 1-D array.
-
-    ``buf.data[a:b]`` reshaped to a parameter's shape IS that parameter's ``.data`` (a view), and likewise for
-    ``.grad``, so an optimizer can update all of them with a few passes over ``buf.data`` (one fused kernel on a
-    GPU) instead of a few passes per parameter. The parameters' values (and any gradient they hold) are copied in.
-    """
-
-    def __init__(self, params):
-        self.params = list(params)
-        if not self.params:
-            raise ValueError("FlatBuffer got an empty parameter list")
-        dtype = self.params[0].data.dtype
-        if any(p.data.dtype != dtype for p in self.params):
-            raise ValueError("FlatBuffer: every parameter must have the same dtype (flatten_parameters groups them)")
-        sizes = [math.prod(p.shape) for p in self.params]
-        self.offsets = [0]
-        for size in sizes:
-            self.offsets.append(self.offsets[-1] + size)
-        self.data = B.empty((self.offsets[-1],), dtype)
-        self.grad = B.empty((self.offsets[-1],), dtype)
-        for p, view, gview in zip(self.params, self.views(self.data), self.views(self.grad)):
-            view[...] = p.data
-            had_grad = p._grad is not None if p._flat is None else not p._grad_zero
-            if had_grad:
-                gview[...] = p._grad
-            p._data, p._grad, p._flat, p._grad_zero = view, gview, self, not had_grad
-
-    def views(self, flat):
-        """Views of the 1-D array ``flat`` (the buffer's length) shaped like each parameter, in order."""
-        xp = B.get_xp()
-        return [xp.reshape(flat[a:b], p.shape) for p, a, b in zip(self.params, self.offsets, self.offsets[1:])]
-
-    def intact(self):
-        """True while every parameter still lives here (none has been moved to another buffer since)."""
-        return all(p._flat is self for p in self.params)
-
-    def settle_grads(self):
-        """Write real zeros where a gradient is marked zero, so that ``self.grad`` can be read as a whole."""
-        for p in self.params:
-            if p._grad_zero:
-                p._grad[...] = 0.0
-                p._grad_zero = False
-
-    def __repr__(self):
-        return f"FlatBuffer({len(self.params)} parameters, {self.offsets[-1]} values, {B.dtype_name(self.data.dtype)})"
-
-
-def flatten_parameters(params):
-    """Put ``params`` into flat buffers, one ``FlatBuffer`` per dtype (in order of first appearance); returns them.
-
-    Parameters already forming exactly one intact buffer (same parameters, same order) keep it, so building a
-    second optimizer over the same model costs nothing. Otherwise a new buffer is made and the values move into it;
-    an optimizer over the old buffer then notices (``intact()`` is False) and updates parameter by parameter.
-    """
-    params = list(params)
-    if len({id(p) for p in params}) != len(params):
-        raise ValueError("flatten_parameters: a parameter appears more than once in the list")
-    groups = {}
-    for p in params:
-        if not isinstance(p, Parameter):
-            raise TypeError(f"flatten_parameters takes Parameters (model.parameters()), got {type(p).__name__}")
-        groups.setdefault(B.dtype_name(p.data.dtype), []).append(p)
-    buffers = []
-    for group in groups.values():
-        old = group[0]._flat
-        if old is not None and old.params == group and old.intact():
-            buffers.append(old)
-        else:
-            buffers.append(FlatBuffer(group))
-    return buffers
-
-
-class Module:
-    """Base class: subclasses define ``forward`` and ``backward`` and keep Parameters and Modules as attributes."""
-
-    training = True
-
-    def forward(self, x):
-        raise NotImplementedError
-
-    def backward(self, dout):
-        raise NotImplementedError
-
-    def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
-
-    def _saved(self, value):
-        """What forward stored for backward; a clear error if forward has not run yet."""
-        if value is None:
-            name = type(self).__name__
-            raise RuntimeError(f"{name}.backward was called before {name}.forward: call forward first")
-        return value
-
-    def children(self):
-        """Sub-modules held as attributes (or in list/tuple attributes), in the order they were set."""
-        for value in vars(self).values():
-            if isinstance(value, Module):
-                yield value
-            elif isinstance(value, (list, tuple)):
-                yield from (m for m in value if isinstance(m, Module))
-
-    def named_parameters(self, prefix=""):
-        """(name, Parameter) pairs in a stable order: own parameters first, then each child's."""
-        for name, value in vars(self).items():
-            if isinstance(value, Parameter):
-                yield prefix + name, value
-            elif isinstance(value, Module):
-                yield from value.named_parameters(f"{prefix}{name}.")
-            elif isinstance(value, (list, tuple)):
-                for i, m in enumerate(value):
-                    if isinstance(m, Module):
-                        yield from m.named_parameters(f"{prefix}{name}.{i}.")
-
-    def parameters(self):
-        return [p for _, p in self.named_parameters()]
-
-    def zero_grad(self):
-        for p in self.parameters():
-            p.zero_grad()
-
-    def train(self, mode=True):
-        """Training mode (a denoising autoencoder corrupts its input only in training mode)."""
-        self.training = mode
-        for child in self.children():
-            child.train(mode)
-        return self
-
-    def eval(self):
-        return self.train(False)
-
-    def state_dict(self):
-        """A copy of every parameter array, keyed by its name."""
-        return {name: B.copy(p.data) for name, p in self.named_parameters()}
-
-    def load_state_dict(self, state):
-        """Copy arrays into the parameters; every name must match and every shape must agree."""
-        params = dict(self.named_parameters())
-        missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
-        if missing or unexpected:
-            raise KeyError(f"{type(self).__name__}.load_state_dict: missing keys {missing}, "
-                           f"unexpected keys {unexpected}")
-        for name, p in params.items():
-            value = B.asarray(state[name], dtype=p.data.dtype)
-            if tuple(value.shape) != p.shape:
-                raise ValueError(f"{type(self).__name__}.load_state_dict: {name!r} has shape {tuple(value.shape)}, "
-                                 f"expected {p.shape}")
-            p.data[...] = value
-
-    def __repr__(self):
-        kids = [repr(c).replace("\n", "\n  ") for c in self.children()]
-        if not kids:
-            return f"{type(self).__name__}()"
-        return f"{type(self).__name__}(\n  " + "\n  ".join(kids) + "\n)"
-
-
-class Sequential(Module):
-    """Modules applied in order; backward runs them in reverse.
-
-    Backward: dx = m_1'(... m_n'(dout)), each module's backward feeding the one before it.
-    """
-
-    def __init__(self, *modules):
-        for m in modules:
-            if not isinstance(m, Module):
-                raise TypeError(f"Sequential takes Modules, got {type(m).__name__}")
-        self.layers = list(modules)
-
-    def forward(self, x):
-        for m in self.layers:
-            x = m.forward(x)
-        return x
-
-    def backward(self, dout):
-        for m in reversed(self.layers):
-            dout = m.backward(dout)
-            if dout is None:  # a first Dense layer told not to compute its input gradient
-                break
-        return dout
-
-    def named_parameters(self, prefix=""):
-        """Named by position, as "0.W", "2.b": the layer list itself adds nothing to the name."""
-        for i, m in enumerate(self.layers):
-            yield from m.named_parameters(f"{prefix}{i}.")
-
-    def __getitem__(self, i):
-        return self.layers[i]
-
-    def __len__(self):
-        return len(self.layers)
-
-    def __iter__(self):
-        return iter(self.layers)

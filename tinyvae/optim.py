@@ -4,7 +4,7 @@ Each update rule is written twice, side by side: ``sgd_reference`` / ``adam_refe
 new arrays; ``sgd_fast`` / ``adam_fast`` take the same arguments and compute the same numbers in place (and, on
 CuPy, as one fused kernel from ``tinyvae.kernels``). Tests keep each pair equal.
 
-An optimizer puts its parameters into flat buffers (``module.flatten_parameters``: one contiguous array per dtype,
+An optimizer puts its parameters into flat buffers (``flat.flatten_parameters``: one contiguous array per dtype,
 each parameter's ``.data`` and ``.grad`` a view into it) and keeps its moment estimates in arrays of the same
 layout, so a step is one call of the fast rule over everything. Its parameters may be any subset of a model's (one
 optimizer per network, as a GAN needs). ``state_dict()``/``load_state_dict()`` carry the step count and the moment
@@ -13,7 +13,54 @@ estimates parameter by parameter, so training can stop and resume exactly.
 import math
 
 from . import backend as B
-from .module import Parameter, flatten_parameters
+from .flat import flatten_parameters
+from .module import Parameter
+
+
+def sgd_reference(p, g, buf, lr, momentum=0.0, weight_decay=0.0):
+    """One SGD step written as the formula (torch.optim.SGD, no dampening), returning new (p, buf).
+
+    g = grad + weight_decay * p;  buf = momentum * buf + g;  p = p - lr * buf     (with momentum 0: p = p - lr * g)
+    ``buf`` starts at zeros, so the first step's buf is g itself, as in torch.
+    """
+    g = g + weight_decay * p
+    if momentum:
+        buf = momentum * buf + g
+        g = buf
+    return p - lr * g, buf
+
+
+def adam_reference(p, g, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    """One Adam step written as the formula, returning new (p, m, v); the fast in-place path is checked against it.
+
+    g = grad + weight_decay * p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+    p = p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)          (torch.optim.Adam, t counted from 1)
+    """
+    b1, b2 = betas
+    g = g + weight_decay * p
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    m_hat_scale = lr / (1 - b1**t)
+    denom = B.get_xp().sqrt(v) / math.sqrt(1 - b2**t) + eps
+    return p - m_hat_scale * m / denom, m, v
+
+
+def clip_grad_norm(params, max_norm):
+    """Scale all gradients together so their joint L2 norm is at most ``max_norm``; returns the norm before.
+
+    g <- g * min(1, max_norm / ||g||), with ||g|| over every parameter at once, as torch.nn.utils.clip_grad_norm_.
+    """
+    xp = B.get_xp()
+    params = list(params)
+    if B.fast_gpu():
+        return clip_grad_norm_fast(params, max_norm)
+    squares = xp.stack([xp.sum(p.grad * p.grad) for p in params])  # summed on the device: one read, not one each
+    total = math.sqrt(float(xp.sum(squares)))
+    scale = max_norm / (total + 1e-6)
+    if scale < 1.0:
+        for p in params:
+            p.grad *= scale
+    return total
 
 
 class Optimizer:
@@ -54,7 +101,7 @@ class Optimizer:
 
     def _flat_groups(self):
         """[(data, grad, *state arrays)] for one pass per flat buffer, or per parameter if a buffer was broken up."""
-        if all(buf.intact() for buf in self.flat):
+        if all(buf.intact() for buf in self.flat) and not B.plain():  # plain mode: parameter by parameter
             for buf in self.flat:
                 buf.settle_grads()
             return [(buf.data, buf.grad, *(self.flat_state[n][j] for n in self.buffers))
@@ -91,34 +138,6 @@ class Optimizer:
         self.t = int(state["t"])
 
 
-def sgd_reference(p, g, buf, lr, momentum=0.0, weight_decay=0.0):
-    """One SGD step written as the formula (torch.optim.SGD, no dampening), returning new (p, buf).
-
-    g = grad + weight_decay * p;  buf = momentum * buf + g;  p = p - lr * buf     (with momentum 0: p = p - lr * g)
-    ``buf`` starts at zeros, so the first step's buf is g itself, as in torch.
-    """
-    g = g + weight_decay * p
-    if momentum:
-        buf = momentum * buf + g
-        g = buf
-    return p - lr * g, buf
-
-
-def sgd_fast(p, g, buf, lr, momentum=0.0, weight_decay=0.0):
-    """``sgd_reference`` in place: p and buf are updated and returned (one fused kernel on CuPy)."""
-    if B.backend_name() == "cupy":
-        from . import kernels
-        return kernels.sgd(p, g, buf, lr, momentum, weight_decay)
-    if weight_decay:
-        g = g + weight_decay * p
-    if momentum:
-        buf *= momentum
-        buf += g
-        g = buf
-    p -= lr * g
-    return p, buf
-
-
 class SGD(Optimizer):
     """Stochastic gradient descent with momentum, as torch.optim.SGD (no dampening).
 
@@ -136,56 +155,6 @@ class SGD(Optimizer):
         self.t += 1
         for p, g, buf in self._flat_groups():
             sgd_fast(p, g, buf, self.lr, self.momentum, self.weight_decay)
-
-
-def adam_reference(p, g, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-    """One Adam step written as the formula, returning new (p, m, v); the fast in-place path is checked against it.
-
-    g = grad + weight_decay * p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
-    p = p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)          (torch.optim.Adam, t counted from 1)
-    """
-    b1, b2 = betas
-    g = g + weight_decay * p
-    m = b1 * m + (1 - b1) * g
-    v = b2 * v + (1 - b2) * g * g
-    m_hat_scale = lr / (1 - b1**t)
-    denom = B.get_xp().sqrt(v) / math.sqrt(1 - b2**t) + eps
-    return p - m_hat_scale * m / denom, m, v
-
-
-def adam_fast(p, g, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-    """``adam_reference`` in place: p, m and v are updated and returned.
-
-    The step is rearranged to need no new arrays: m = b1 (m - g) + g and v = b2 (v - g^2) + g^2, and
-    lr / c1 * m / (sqrt(v) / sqrt(c2) + eps) = (lr sqrt(c2) / c1) * m / (sqrt(v) + eps sqrt(c2)), c_i = 1 - b_i^t.
-    On the CPU the twelve passes run block by block (a few hundred KB of each array, ``backend.cache_block``), so
-    each block stays in cache from the first pass to the last. On CuPy the whole update is ONE fused kernel
-    (``kernels.adam``), whatever the size: a flat buffer of all parameters then takes one launch.
-    """
-    b1, b2 = betas
-    root_c2 = math.sqrt(1 - b2**t)
-    scale = lr * root_c2 / (1 - b1**t)
-    eps_hat = eps * root_c2
-    if B.backend_name() == "cupy":
-        from . import kernels
-        return kernels.adam(p, g, m, v, b1, b2, scale, eps_hat, weight_decay)
-    xp = B.get_xp()
-    g_all = g + weight_decay * p if weight_decay else g
-    for rows in _row_blocks(p, B.cache_block(p.dtype)):  # views: the updates land in place
-        w, gb, mb, vb = p[rows], g_all[rows], m[rows], v[rows]
-        mb -= gb
-        mb *= b1
-        mb += gb
-        g2 = gb * gb
-        vb -= g2
-        vb *= b2
-        vb += g2
-        denom = xp.sqrt(vb)
-        denom += eps_hat
-        update = mb / denom
-        update *= scale
-        w -= update
-    return p, m, v
 
 
 class Adam(Optimizer):
@@ -222,57 +191,6 @@ def check_holds(optimizer, model, who, advice):
                          f"(was it made for another model, or before the model was loaded?); {advice}")
 
 
-def _row_blocks(a, size):
-    """Indices that cut ``a`` into views of whole rows, ``a[index]``, of about ``size`` elements each (one view of
-    all of ``a`` when ``size`` is None or ``a`` is no bigger)."""
-    rows = a.shape[0] if a.ndim else 1
-    per_row = math.prod(a.shape[1:])
-    if size is None or a.ndim == 0 or rows * per_row <= size:
-        return [...]
-    step = max(1, size // max(1, per_row))
-    return [(slice(i, min(rows, i + step)), ...) for i in range(0, rows, step)]
-
-
-def clip_grad_norm(params, max_norm):
-    """Scale all gradients together so their joint L2 norm is at most ``max_norm``; returns the norm before.
-
-    g <- g * min(1, max_norm / ||g||), with ||g|| over every parameter at once, as torch.nn.utils.clip_grad_norm_.
-    """
-    xp = B.get_xp()
-    params = list(params)
-    if B.backend_name() == "cupy":
-        return clip_grad_norm_fast(params, max_norm)
-    squares = xp.stack([xp.sum(p.grad * p.grad) for p in params])  # summed on the device: one read, not one each
-    total = math.sqrt(float(xp.sum(squares)))
-    scale = max_norm / (total + 1e-6)
-    if scale < 1.0:
-        for p in params:
-            p.grad *= scale
-    return total
-
-
-def clip_grad_norm_fast(params, max_norm):
-    """``clip_grad_norm`` with no read from the device (CuPy's path): the norm and the factor
-    min(1, max_norm / (||g|| + 1e-6)) stay 0-d device arrays, and every gradient is multiplied by the factor (by
-    exactly 1 when no clipping is needed). Parameters that fill one flat buffer (an optimizer's) take one dot
-    product and one scaling of the buffer's gradient; others one sum per parameter. Returns the norm as a 0-d
-    array (``float`` reads it)."""
-    xp = B.get_xp()
-    params = list(params)
-    flat = params[0]._flat if params else None
-    whole = flat is not None and flat.intact() and len(flat.params) == len(params) and all(
-        p is q for p, q in zip(flat.params, params))
-    if whole:
-        flat.settle_grads()
-        total = xp.sqrt(xp.dot(flat.grad, flat.grad))
-    else:
-        total = xp.sqrt(xp.sum(xp.stack([xp.sum(p.grad * p.grad) for p in params])))
-    scale = xp.minimum(max_norm / (total + 1e-6), 1.0)
-    for g in ([flat.grad] if whole else [p.grad for p in params]):
-        g *= B.astype(scale, g.dtype)
-    return total
-
-
 class PerNetwork:
     """One optimizer per network of a model, used as one: a GAN's encoder, decoder and discriminator each keep
     their own Adam (own step count, moments and learning rate).
@@ -307,3 +225,104 @@ class PerNetwork:
                              f"{sorted(state.get('networks', {}))} ({state.get('type')!r})")
         for name, o in self.optimizers.items():
             o.load_state_dict(state["networks"][name])
+
+
+# ==== The fast twins ==========================================================================================
+# The same updates in place (cache-sized blocks on the CPU) or as one CuPy kernel (tinyvae.kernels). Tests keep
+# each equal to its formula above; in plain mode (tinyvae.use_plain) each one calls that formula.
+
+
+def sgd_fast(p, g, buf, lr, momentum=0.0, weight_decay=0.0):
+    """``sgd_reference`` in place: p and buf are updated and returned (one fused kernel on CuPy)."""
+    if B.plain():
+        return _into((p, buf), sgd_reference(p, g, buf, lr, momentum, weight_decay))
+    if B.fast_gpu():
+        from . import kernels
+        return kernels.sgd(p, g, buf, lr, momentum, weight_decay)
+    if weight_decay:
+        g = g + weight_decay * p
+    if momentum:
+        buf *= momentum
+        buf += g
+        g = buf
+    p -= lr * g
+    return p, buf
+
+
+def adam_fast(p, g, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    """``adam_reference`` in place: p, m and v are updated and returned.
+
+    The step is rearranged to need no new arrays: m = b1 (m - g) + g and v = b2 (v - g^2) + g^2, and
+    lr / c1 * m / (sqrt(v) / sqrt(c2) + eps) = (lr sqrt(c2) / c1) * m / (sqrt(v) + eps sqrt(c2)), c_i = 1 - b_i^t.
+    On the CPU the twelve passes run block by block (a few hundred KB of each array, ``backend.cache_block``), so
+    each block stays in cache from the first pass to the last. On CuPy the whole update is ONE fused kernel
+    (``kernels.adam``), whatever the size: a flat buffer of all parameters then takes one launch.
+    """
+    if B.plain():
+        return _into((p, m, v), adam_reference(p, g, m, v, t, lr, betas, eps, weight_decay))
+    b1, b2 = betas
+    root_c2 = math.sqrt(1 - b2**t)
+    scale = lr * root_c2 / (1 - b1**t)
+    eps_hat = eps * root_c2
+    if B.fast_gpu():
+        from . import kernels
+        return kernels.adam(p, g, m, v, b1, b2, scale, eps_hat, weight_decay)
+    xp = B.get_xp()
+    g_all = g + weight_decay * p if weight_decay else g
+    for rows in _row_blocks(p, B.cache_block(p.dtype)):  # views: the updates land in place
+        w, gb, mb, vb = p[rows], g_all[rows], m[rows], v[rows]
+        mb -= gb
+        mb *= b1
+        mb += gb
+        g2 = gb * gb
+        vb -= g2
+        vb *= b2
+        vb += g2
+        denom = xp.sqrt(vb)
+        denom += eps_hat
+        update = mb / denom
+        update *= scale
+        w -= update
+    return p, m, v
+
+
+def _into(arrays, values):
+    """Copy each new value into its array (a twin's in-place contract, kept in plain mode); returns the arrays."""
+    for a, value in zip(arrays, values):
+        a[...] = value
+    return arrays
+
+
+def _row_blocks(a, size):
+    """Indices that cut ``a`` into views of whole rows, ``a[index]``, of about ``size`` elements each (one view of
+    all of ``a`` when ``size`` is None or ``a`` is no bigger)."""
+    rows = a.shape[0] if a.ndim else 1
+    per_row = math.prod(a.shape[1:])
+    if size is None or a.ndim == 0 or rows * per_row <= size:
+        return [...]
+    step = max(1, size // max(1, per_row))
+    return [(slice(i, min(rows, i + step)), ...) for i in range(0, rows, step)]
+
+
+def clip_grad_norm_fast(params, max_norm):
+    """``clip_grad_norm`` with no read from the device (CuPy's path): the norm and the factor
+    min(1, max_norm / (||g|| + 1e-6)) stay 0-d device arrays, and every gradient is multiplied by the factor (by
+    exactly 1 when no clipping is needed). Parameters that fill one flat buffer (an optimizer's) take one dot
+    product and one scaling of the buffer's gradient; others one sum per parameter. Returns the norm as a 0-d
+    array (``float`` reads it)."""
+    if B.plain():
+        return clip_grad_norm(params, max_norm)
+    xp = B.get_xp()
+    params = list(params)
+    flat = params[0]._flat if params else None
+    whole = flat is not None and flat.intact() and len(flat.params) == len(params) and all(
+        p is q for p, q in zip(flat.params, params))
+    if whole:
+        flat.settle_grads()
+        total = xp.sqrt(xp.dot(flat.grad, flat.grad))
+    else:
+        total = xp.sqrt(xp.sum(xp.stack([xp.sum(p.grad * p.grad) for p in params])))
+    scale = xp.minimum(max_norm / (total + 1e-6), 1.0)
+    for g in ([flat.grad] if whole else [p.grad for p in params]):
+        g *= B.astype(scale, g.dtype)
+    return total

@@ -7,6 +7,7 @@ its mean per-example squared error is sum_{i > n} S_i^2 / N (the discarded varia
 autoencoder with squared error (likelihood="gaussian") can at best match it.
 """
 from . import backend as B
+from .checks import positive_int
 
 
 class PCA:
@@ -19,8 +20,7 @@ class PCA:
     """
 
     def __init__(self, n_components):
-        if not isinstance(n_components, int) or isinstance(n_components, bool) or n_components < 1:
-            raise ValueError(f"PCA: n_components must be a positive int, got {n_components!r}")
+        positive_int(n_components, "PCA: n_components")
         self.n_components = n_components
         self.mean_ = self.components_ = self.explained_variance_ = self.explained_variance_ratio_ = None
 

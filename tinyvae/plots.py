@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullLocator
 
 from . import backend as B
+from .checks import positive_int
 from .files import atomic_write
 from .pca import PCA
 
@@ -232,8 +233,7 @@ def image_grid(images, ncols=None, title=None, path=None, *, image_shape=(28, 28
         raise ValueError("image_grid: got no images (an array of shape (0, ...))")
     n = _count(len(images), "image_grid: the number of images")
     ncols = int(ncols) if ncols else math.ceil(math.sqrt(n))
-    if ncols < 1:
-        raise ValueError(f"ncols must be a positive int, got {ncols!r}")
+    positive_int(ncols, "ncols")
     fig, _ = _pixel_figure([[(None, _tile(images, ncols))]], title)
     return _save(fig, path)
 
@@ -304,8 +304,7 @@ def latent_manifold(model, n=15, path=None, *, image_shape=(28, 28)):
     if latent_dim != 2:
         raise ValueError(f"latent_manifold draws a 2-D latent space; this {type(model).__name__} has "
                          f"latent_dim={latent_dim}. Train one with latent_dim=2, or plot latent_space() instead.")
-    if not isinstance(n, int) or n < 2:
-        raise ValueError(f"n must be an int >= 2, got {n!r}")
+    positive_int(n, "n", 2)
     _count(n * n, "latent_manifold: n * n")
     q = [NormalDist().inv_cdf(float(p)) for p in np.linspace(0.05, 0.95, n)]
     # Row r of the mosaic holds z2 = q[n-1-r] (largest at the top, as on a plot); column c holds z1 = q[c].

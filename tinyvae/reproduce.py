@@ -22,11 +22,12 @@ from pathlib import Path
 
 from . import backend as B
 from . import checkpoint, datasets
+from .errors import InputError
 from .files import atomic_write
 from .gmvae import GMVAE
+from .iwae import iwae_bound
 from .models import VAE
 from .ssvae import SSVAE, fit_iterations
-from .iwae import iwae_bound
 from .train import evaluate
 
 # (key, what, target, half-width, unit): the homework's grading bands
@@ -97,7 +98,7 @@ def run(dataset="mnist-small", quick=False, out="cs236", seed=0, binarize="dynam
     image)."""
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
-        raise ValueError(f"reproduce.run: unknown models {unknown}: expected some of {', '.join(KINDS)}")
+        raise InputError(f"reproduce.run: unknown models {unknown}: expected some of {', '.join(KINDS)}")
     settings = dict(QUICK if quick else FULL, **({} if full_iwae_m is None else {"full_iwae_m": int(full_iwae_m)}))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -23,11 +23,14 @@ from tqdm.auto import tqdm
 from . import backend as B
 from . import losses
 from .activations import sigmoid
+from .checks import positive_int as _positive_int
+from .errors import InputError
 from .layers import Dense
-from .models import LossParts, _Base, mlp
+from .losses import LossParts
+from .models import _Base, mlp
 from .optim import Adam
 from .reparam import Reparameterize
-from .train import History, _positive_int
+from .train import History
 
 
 def bernoulli_binarize(x, gen):
@@ -62,10 +65,10 @@ class SSVAE(_Base):
         for name, n in [("input_dim", input_dim), ("latent_dim", latent_dim)] + [("hidden", h) for h in self.hidden]:
             _positive_int(n, name)
         if not self.hidden:
-            raise ValueError("SSVAE: hidden must name at least one layer size")
+            raise InputError("SSVAE: hidden must name at least one layer size")
         self.num_classes = _positive_int(num_classes, "num_classes", 2)
         if not (gen_weight >= 0 and class_weight >= 0):
-            raise ValueError(f"SSVAE: gen_weight and class_weight must be >= 0, got {gen_weight!r}, {class_weight!r}")
+            raise InputError(f"SSVAE: gen_weight and class_weight must be >= 0, got {gen_weight!r}, {class_weight!r}")
         self.input_dim, self.latent_dim, self.activation = input_dim, latent_dim, activation
         self.gen_weight, self.class_weight, self.dtype = float(gen_weight), float(class_weight), B.dtype_name(dtype)
         rng, c = B.as_generator(rng), self.num_classes
@@ -76,7 +79,7 @@ class SSVAE(_Base):
         self.reparam = Reparameterize()
         self.decoder = mlp([latent_dim + c, *reversed(self.hidden), input_dim], activation, dtype, rng)
         self.classifier[0].input_grad = self.encoder[0].input_grad = False  # no gradient w.r.t. the pixels
-        self._grads = None
+        self._loss_grads = None
 
     # ------------------------------------------------------------------------------------------- the pieces
     def _enumerated(self, x):
@@ -92,7 +95,7 @@ class SSVAE(_Base):
             return B.as_generator(rng).standard_normal(shape, self.dtype)
         eps = B.asarray(eps, dtype=self._dtype)
         if tuple(eps.shape) != (n, self.num_classes, self.latent_dim):
-            raise ValueError(f"SSVAE: eps must have shape (N, C, d) = {(n, self.num_classes, self.latent_dim)}; "
+            raise InputError(f"SSVAE: eps must have shape (N, C, d) = {(n, self.num_classes, self.latent_dim)}; "
                              f"got {tuple(eps.shape)}")
         return B.get_xp().reshape(eps, shape)
 
@@ -108,7 +111,7 @@ class SSVAE(_Base):
 
     def classify(self, x):
         """The classifier's logits (N, C) for images x (N, D)."""
-        self._grads = None
+        self._loss_grads = None
         return self.classifier.forward(self._input(x))
 
     def predict(self, x, batch_size=1000):
@@ -134,12 +137,12 @@ class SSVAE(_Base):
         x = self._input(x)
         n, c = x.shape[0], self.num_classes
         if xl is None and self.gen_weight == 0:
-            raise ValueError("SSVAE.loss: with gen_weight = 0 only the labeled images train the classifier: give xl, yl")
+            raise InputError("SSVAE.loss: with gen_weight = 0 only the labeled images train the classifier: give xl, yl")
         xl = x[:0, :] if xl is None else self._input(xl)
         yl = B.arange(0) if yl is None else losses.check_labels(B.asarray(yl), xl.shape[0], c, "SSVAE.loss")
         if self.gen_weight == 0:  # the classifier alone: skip the generative terms, which would be weighted by 0
             ce, dlogits_l = losses.softmax_cross_entropy(self.classifier.forward(xl), yl)
-            self._grads = (None, None, None, dlogits_l)
+            self._loss_grads = (None, None, None, dlogits_l)
             return LossParts(self.class_weight * ce, 0.0, 0.0)
         logits = self.classifier.forward(B.concat([x, xl], axis=0))
         pi = xp.exp(losses._log_softmax(logits[:n, :]))  # (N, C)
@@ -148,7 +151,7 @@ class SSVAE(_Base):
         kl_y = kl_categorical_uniform(pi)
         recon, kl = xp.sum(pi * rec) / n, (xp.sum(pi * kl_z) + xp.sum(kl_y)) / n
         ce, dlogits_l = (losses.softmax_cross_entropy(logits[n:, :], yl) if xl.shape[0] else (0.0, logits[n:, :]))
-        self._grads = (pi, rec + kl_z, saved, dlogits_l)
+        self._loss_grads = (pi, rec + kl_z, saved, dlogits_l)
         return LossParts(self.gen_weight * (recon + kl) + self.class_weight * ce, recon, kl)
 
     def loss_per_example(self, x, eps=None, rng=None):
@@ -174,7 +177,7 @@ class SSVAE(_Base):
         Shapes: pi, A, g (N, C); out (N * C, D); mu, logvar, z (N * C, d); logits ((N + M), C).
         """
         xp = B.get_xp()
-        pi, a, saved, dlogits_l = self._saved(self._grads)
+        pi, a, saved, dlogits_l = self._saved(self._loss_grads)
         if pi is None:  # gen_weight = 0: the labeled cross-entropy alone
             self.classifier.backward(self.class_weight * dlogits_l)
             return
@@ -196,7 +199,7 @@ class SSVAE(_Base):
     # ------------------------------------------------------------------------------------------- using the model
     def decode(self, z, y):
         """The mean image of p(x|z, y) for codes z (N, d) and labels y (N,)."""
-        self._grads = None
+        self._loss_grads = None
         z = B.asarray(z, dtype=self.dtype)
         y = losses.check_labels(B.asarray(y), z.shape[0], self.num_classes, "SSVAE.decode")
         onehot = losses._one_hot(y, self.num_classes, self._dtype)
@@ -236,7 +239,7 @@ def fit_iterations(model, x, iterations, batch_size=97, lr=1e-3, seed=0, binariz
     step never waits for a GPU.
     """
     if binarize not in ("dynamic", "none"):
-        raise ValueError(f"fit_iterations: binarize must be 'dynamic' or 'none', got {binarize!r}")
+        raise InputError(f"fit_iterations: binarize must be 'dynamic' or 'none', got {binarize!r}")
     _positive_int(iterations, "fit_iterations: iterations", 0)
     _positive_int(batch_size, "fit_iterations: batch_size")
     xp = B.get_xp()

@@ -14,7 +14,7 @@ import time
 from tqdm.auto import tqdm
 
 from . import backend as B
-from .losses import check_labels
+from .checks import check_labels, model_data, model_labels, need_vae, positive_int
 from .optim import Adam, check_holds, clip_grad_norm
 
 
@@ -69,41 +69,7 @@ class History:
         return f"History(epochs={self.epochs[-1]}, {last})"
 
 
-def _as_data(model, x, who):
-    """``x`` as a (N, input_dim) array of the model's dtype on the active backend (one transfer, done once)."""
-    if not hasattr(x, "dtype"):  # a list: let the backend pick the dtype, then check it
-        x = B.asarray(x)
-    try:
-        B.dtype_name(x.dtype)
-    except ValueError:
-        raise TypeError(f"{who}: expected float32 or float64 pixel intensities in [0, 1], got dtype {x.dtype} "
-                        "(divide integer images by 255)") from None
-    width = model.input_dim
-    if x.ndim != 2 or x.shape[1] != width or x.shape[0] == 0:
-        raise ValueError(f"{who}: expected a non-empty array of shape (N, {width}) for this model, "
-                         f"got shape {tuple(x.shape)}")
-    return B.asarray(x, dtype=model.dtype)
-
-
-def _positive_int(value, name, minimum=1):
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
-def _labels(model, y, n, who):
-    """Labels (N,) on the device for a model with ``needs_labels``; None for other models (labels are ignored)."""
-    if not getattr(model, "needs_labels", False):
-        return None
-    if y is None:
-        raise ValueError(f"{who}: {type(model).__name__} needs labels (needs_labels = True): pass them as well")
-    y = B.asarray(y) if not B.is_array(y) else y
-    if y.ndim != 1 or y.shape[0] != n:
-        raise ValueError(f"{who}: expected one label per example, shape ({n},), got shape {tuple(y.shape)}")
-    return y
-
-
-def _model_call(method, x, y, **kwargs):
+def model_call(method, x, y, **kwargs):
     """``method(x, **kwargs)``, with ``y=labels`` added for a model that needs labels (y is not None)."""
     return method(x, **kwargs) if y is None else method(x, y=y, **kwargs)
 
@@ -173,7 +139,7 @@ def train_epoch(run, epoch, end):
         xb = xp.take(run.x, idx, axis=0)
         yb = None if run.y is None else xp.take(run.y, idx, axis=0)
         run.optimizer.zero_grad()
-        parts = _model_call(model.loss, xb, yb, rng=gen)
+        parts = model_call(model.loss, xb, yb, rng=gen)
         pending.append((xb.shape[0], parts.values()))
         if run.check_every == 1:
             _read_losses(run, pending, sums, epoch, step)
@@ -213,24 +179,24 @@ def history_and_start(history, start_epoch, cls, who):
     elif not isinstance(history, cls):
         raise TypeError(f"{who}: history must be a {cls.__module__}.{cls.__name__} ({cls.__name__}.from_dict(d) "
                         f"reads a saved one), got {type(history).__name__}")
-    start_epoch = len(history) if start_epoch is None else _positive_int(start_epoch, f"{who}: start_epoch", 0)
+    start_epoch = len(history) if start_epoch is None else positive_int(start_epoch, f"{who}: start_epoch", 0)
     return history, start_epoch
 
 
 def _checked_fit_args(model, x_train, epochs, batch_size, optimizer, x_val, lr, kl_warmup, clip, start_epoch,
                       history, y_train, y_val):
     """Every argument of ``fit`` checked and converted: (x, y, x_val, y_val, optimizer, start_epoch, history)."""
-    _positive_int(epochs, "fit: epochs", 0)
-    _positive_int(batch_size, "fit: batch_size")
-    _positive_int(kl_warmup, "fit: kl_warmup", 0)
+    positive_int(epochs, "fit: epochs", 0)
+    positive_int(batch_size, "fit: batch_size")
+    positive_int(kl_warmup, "fit: kl_warmup", 0)
     if clip is not None and not clip > 0:
         raise ValueError(f"fit: clip must be a positive number or None, got {clip!r}")
     history, start_epoch = history_and_start(history, start_epoch, History, "fit")
-    x = _as_data(model, x_train, "fit: x_train")
-    y = _labels(model, y_train, x.shape[0], "fit: y_train")
+    x = model_data(model, x_train, "fit: x_train")
+    y = model_labels(model, y_train, x.shape[0], "fit: y_train")
     if x_val is not None:
-        x_val = _as_data(model, x_val, "fit: x_val")
-        y_val = _labels(model, y_val, x_val.shape[0], "fit: y_val")
+        x_val = model_data(model, x_val, "fit: x_val")
+        y_val = model_labels(model, y_val, x_val.shape[0], "fit: y_val")
     if optimizer is None:
         optimizer = Adam(model.parameters(), lr=lr)
     else:
@@ -275,7 +241,7 @@ def fit(model, x_train, epochs, batch_size=128, optimizer=None, x_val=None, seed
         y_val)
     if check_every is None:
         check_every = 50 if B.backend_name() == "cupy" else 1
-    _positive_int(check_every, "fit: check_every")
+    positive_int(check_every, "fit: check_every")
     labelled = getattr(model, "needs_labels", False) and hasattr(model, "num_classes")
     if labelled:  # every label's range checked once here, so that no step reads labels from the device
         for labels, who in ((y, "fit: y_train"), (y_val, "fit: y_val")):
@@ -313,7 +279,7 @@ def fit(model, x_train, epochs, batch_size=128, optimizer=None, x_val=None, seed
     return history
 
 
-def _chunks(n, size):
+def chunks(n, size):
     for start in range(0, n, size):
         yield start, min(n, start + size)
 
@@ -327,16 +293,16 @@ def evaluate(model, x, batch_size=1000, seed=0, labels=None):
     ``model.loss_per_example(x, y=labels, ...)`` to a model with ``needs_labels = True`` (others ignore them).
     """
     xp = B.get_xp()
-    _positive_int(batch_size, "evaluate: batch_size")
-    x = _as_data(model, x, "evaluate: x")
-    y = _labels(model, labels, x.shape[0], "evaluate: labels")
+    positive_int(batch_size, "evaluate: batch_size")
+    x = model_data(model, x, "evaluate: x")
+    y = model_labels(model, labels, x.shape[0], "evaluate: labels")
     gen = B.Generator(seed)
     sums = {"loss": [], "recon": [], "kl": []}
     was_training = model.training
     model.eval()
     try:
-        for a, b in _chunks(x.shape[0], batch_size):
-            parts = _model_call(model.loss_per_example, x[a:b, :], None if y is None else y[a:b], rng=gen)
+        for a, b in chunks(x.shape[0], batch_size):
+            parts = model_call(model.loss_per_example, x[a:b, :], None if y is None else y[a:b], rng=gen)
             for key in sums:
                 sums[key].append(xp.sum(B.astype(parts[key], "float64")))  # kept on the device, read once below
     finally:
@@ -344,11 +310,6 @@ def evaluate(model, x, batch_size=1000, seed=0, labels=None):
     return {key: float(xp.sum(xp.stack(values))) / x.shape[0] for key, values in sums.items()}
 
 
-def _need_vae(model, who):
-    from .models import VAE  # here: models is not needed to train, and imports much more
-
-    if not isinstance(model, VAE):
-        raise TypeError(f"{who} needs a VAE (an encoder q(z|x) with mu and logvar), got {type(model).__name__}")
 
 
 def latent_variances(model, x, batch_size=1000, labels=None):
@@ -357,14 +318,14 @@ def latent_variances(model, x, batch_size=1000, labels=None):
     The variance is over the examples of ``x`` (dividing by N), as in Burda et al.'s "active units". ``labels``
     (N,): for a conditional model, whose encoder also reads them.
     """
-    _need_vae(model, "latent_variances")
+    need_vae(model, "latent_variances")
     xp = B.get_xp()
-    _positive_int(batch_size, "latent_variances: batch_size")
-    x = _as_data(model, x, "latent_variances: x")
-    y = _labels(model, labels, x.shape[0], "latent_variances: labels")
+    positive_int(batch_size, "latent_variances: batch_size")
+    x = model_data(model, x, "latent_variances: x")
+    y = model_labels(model, labels, x.shape[0], "latent_variances: labels")
     mu = B.zeros((x.shape[0], model.latent_dim), model.dtype)
-    for a, b in _chunks(x.shape[0], batch_size):
-        mu[a:b, :] = _model_call(model.encode, x[a:b, :], None if y is None else y[a:b])[0]
+    for a, b in chunks(x.shape[0], batch_size):
+        mu[a:b, :] = model_call(model.encode, x[a:b, :], None if y is None else y[a:b])[0]
     return xp.var(mu, axis=0)
 
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from . import download as _download  # aliased: load() has a `download` flag
 from .idx import read_idx
+from ..errors import InputError, MissingFileError
 
 __all__ = ["DATASETS", "Dataset", "binarize", "cache_dir", "load", "per_class_subset", "read_idx"]
 
@@ -89,9 +90,10 @@ def load(name: str | os.PathLike, root: str | os.PathLike | None = None, downloa
         folder = _data_folder(name, root)
         missing = [f for _, *pair in _FILES for f in pair if _find(folder, f) is None]
         if missing and not download:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{name}: {', '.join(missing)} not found in {folder}. Pass download=True to fetch them, or point "
-                f"root= (or the TINYVAE_DATA environment variable, which holds a '{name}' subfolder) at a folder "
+                f"root= (on the command line: --dataset FOLDER; or the TINYVAE_DATA environment variable, which "
+                f"holds a '{name}' subfolder) at a folder "
                 "that holds them.")
         created = [p for p in (folder, *folder.parents) if not p.exists()]
         try:
@@ -105,7 +107,7 @@ def load(name: str | os.PathLike, root: str | os.PathLike | None = None, downloa
         return _read_folder(name, folder)
     if Path(name).is_dir():
         return _read_folder(str(name), Path(name))
-    raise ValueError(f"unknown dataset {str(name)!r}: expected one of {', '.join(DATASETS)} (each also as "
+    raise InputError(f"unknown dataset {str(name)!r}: expected one of {', '.join(DATASETS)} (each also as "
                      f"NAME{BINARIZED}), or the path of an "
                      "existing folder holding train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
                      "t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]")
@@ -130,25 +132,25 @@ def _find(folder: Path, gz_name: str) -> Path | None:
 def _read_folder(name: str, folder: Path) -> Dataset:
     missing = [f for _, *pair in _FILES for f in pair if _find(folder, f) is None]
     if missing:
-        raise FileNotFoundError(f"{name}: {', '.join(missing)} (or without .gz) not found in {folder}")
+        raise MissingFileError(f"{name}: {', '.join(missing)} (or without .gz) not found in {folder}")
     arrays, shapes = {}, set()
     for split, images_name, labels_name in _FILES:
         images_path, labels_path = _find(folder, images_name), _find(folder, labels_name)
         images, labels = read_idx(images_path), read_idx(labels_path)
         if images.ndim != 3 or images.dtype != np.uint8:
-            raise ValueError(f"{images_path}: expected uint8 images of shape (N, rows, cols), "
+            raise InputError(f"{images_path}: expected uint8 images of shape (N, rows, cols), "
                              f"got {images.dtype} of shape {images.shape}")
         if labels.ndim != 1 or labels.dtype.kind not in "iu":
-            raise ValueError(f"{labels_path}: expected integer labels of shape (N,), "
+            raise InputError(f"{labels_path}: expected integer labels of shape (N,), "
                              f"got {labels.dtype} of shape {labels.shape}")
         if len(images) != len(labels):
-            raise ValueError(f"{name}: {split} set has {len(images)} images ({images_path.name}) but "
+            raise InputError(f"{name}: {split} set has {len(images)} images ({images_path.name}) but "
                              f"{len(labels)} labels ({labels_path.name}); the counts must agree")
         shapes.add(images.shape[1:])
         arrays[f"x_{split}"] = images.reshape(len(images), -1).astype(np.float32) / np.float32(255)
         arrays[f"y_{split}"] = labels.astype(np.int64)
     if len(shapes) != 1:
-        raise ValueError(f"{name}: train and test images differ in size: {sorted(shapes)}")
+        raise InputError(f"{name}: train and test images differ in size: {sorted(shapes)}")
     return Dataset(name, image_shape=shapes.pop(), **arrays)
 
 
@@ -164,7 +166,7 @@ def binarize(x: np.ndarray, seed: int = 0) -> np.ndarray:
     """
     x = np.asarray(x)
     if not np.issubdtype(x.dtype, np.floating) or (x.size and (x.min() < 0 or x.max() > 1)):
-        raise ValueError(f"binarize: expected pixel intensities in [0, 1] as floats, got {x.dtype} values"
+        raise InputError(f"binarize: expected pixel intensities in [0, 1] as floats, got {x.dtype} values"
                          + (f" from {x.min()} to {x.max()}" if x.size else ""))
     return (np.random.default_rng(seed).random(x.shape) < x).astype(np.float32)
 
@@ -178,6 +180,6 @@ def per_class_subset(labels: np.ndarray, per_class: int = 10, classes: int = 10)
     for c in range(classes):
         idx = np.flatnonzero(labels == c)[:per_class]
         if len(idx) < per_class:
-            raise ValueError(f"per_class_subset: class {c} has only {len(idx)} examples, {per_class} are needed")
+            raise InputError(f"per_class_subset: class {c} has only {len(idx)} examples, {per_class} are needed")
         chosen.append(idx)
     return np.concatenate(chosen).astype(np.int64)

@@ -15,6 +15,8 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+from ..errors import DownloadError
+
 MIRRORS: dict[str, list[str]] = {
     "mnist": [
         "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -75,10 +77,11 @@ def fetch(filename: str, folder: str | os.PathLike, mirrors: list[str], md5: str
             reasons.append(f"  {url}: {e}")
         finally:
             Path(tmp).unlink(missing_ok=True)  # already gone after a successful os.replace
-    raise RuntimeError(
+    raise DownloadError(
         f"could not download {filename} into {folder}; every mirror failed:\n" + "\n".join(reasons) +
         f"\nDownload {filename} by hand and put it in {folder}, or pass root= a folder that holds the four files "
-        "(or set TINYVAE_DATA to a folder whose <dataset name> subfolder holds them).")
+        "(on the command line: --dataset FOLDER; or set TINYVAE_DATA to a folder whose <dataset name> subfolder "
+        "holds them).")
 
 
 def _download(url: str, out, md5: str, filename: str, progress: bool, timeout: float) -> None:

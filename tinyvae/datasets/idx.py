@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError, MissingFileError
+
 # type byte -> (readable name, on-disk dtype). IDX is big-endian, hence the ">".
 IDX_TYPES = {
     0x08: ("uint8", np.dtype("u1")),
@@ -36,11 +38,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such IDX file")
+        raise MissingFileError(f"{path}: no such IDX file")
     raw = path.read_bytes()
 
     def fail(msg: str) -> ValueError:
-        return ValueError(f"{path}: {msg}")
+        return InputError(f"{path}: {msg}")
 
     if raw[:2] == _GZIP_MAGIC:
         try:

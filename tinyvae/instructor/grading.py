@@ -162,13 +162,13 @@ def student_root(path):
 def _solution():
     import tinyvae
 
-    from . import handout
+    from . import source
     tinyvae.use("numpy")
-    blanked = handout.blanked_functions()
+    blanked = source.blanked_functions()
     if blanked:
-        raise ValueError(f"assignment grade: the tinyvae running the grader ({handout.PACKAGE_DIR}) is a student "
+        raise ValueError(f"assignment grade: the tinyvae running the grader ({source.PACKAGE_DIR}) is a student "
                          f"copy ({blanked[0]} raises NotImplementedError); grade with the solution installed. "
-                         "Students check their own work with: python -m tinyvae gradcheck")
+                         "Students check their own work with: python -m tinyvae.selfcheck (or tinyvae gradcheck)")
     return tinyvae
 
 

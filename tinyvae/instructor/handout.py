@@ -21,6 +21,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+from .source import PACKAGE_DIR, blanked_functions, find_def, has_docstring, is_blanked  # noqa: F401
 from .manifest import (
     FORMULAS,
     MANIFEST,
@@ -33,7 +34,6 @@ from .manifest import (
     normalise,
 )
 
-PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the solution package: tinyvae/
 INSTRUCTOR_DIR = Path(__file__).resolve().parent  # never copied into a student folder
 STUDENT_FILES = INSTRUCTOR_DIR / "student"  # selfcheck.py and submit.py: copied into the handout's package
 SELFCHECK_SEED = 20260101  # the self-check's cases come from another stream than any grading run's (visible=True)
@@ -43,25 +43,6 @@ SELFCHECK_SEED = 20260101  # the self-check's cases come from another stream tha
 # Finding and rewriting function bodies with ast
 # ---------------------------------------------------------------------------------------------------------------
 
-def _find_def(tree, qualname, file):
-    """The FunctionDef named by ``qualname`` ("Class.method" or "function") at the top of a module's tree."""
-    node, scope = None, tree.body
-    for part in qualname.split("."):
-        found = [n for n in scope if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-                 and n.name == part]
-        if not found:
-            raise ValueError(f"{file} defines no {qualname} (no {part!r} found): is the manifest out of date?")
-        node, scope = found[-1], found[-1].body
-    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-        raise ValueError(f"{file}: {qualname} is a class, not a function")
-    return node
-
-
-def _has_docstring(node):
-    first = node.body[0]
-    return isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)
-
-
 def _body_span(lines, node, file, qualname):
     """(start, end, indent): lines[start:end] is the body after the docstring (with the comments before its first
     statement, which may explain the answer); indent is the body's indentation."""
@@ -70,21 +51,12 @@ def _body_span(lines, node, file, qualname):
     if prefix.strip():
         raise ValueError(f"{file}: {qualname} has its body on the def line; put it on its own lines")
     end = node.end_lineno
-    if _has_docstring(node):
+    if has_docstring(node):
         return (first.end_lineno if len(node.body) > 1 else end), end, prefix
     start = first.lineno - 1
     while start - 1 > node.lineno - 1 and (not lines[start - 1].strip() or lines[start - 1].lstrip().startswith("#")):
         start -= 1
     return start, end, prefix
-
-
-def _is_blanked(node):
-    """True when the body (after the docstring) is a single ``raise NotImplementedError(...)``."""
-    body = node.body[1:] if _has_docstring(node) else node.body
-    if len(body) != 1 or not isinstance(body[0], ast.Raise) or body[0].exc is None:
-        return False
-    exc = body[0].exc.func if isinstance(body[0].exc, ast.Call) else body[0].exc
-    return isinstance(exc, ast.Name) and exc.id == "NotImplementedError"
 
 
 def _raise_lines(indent, hint):
@@ -102,7 +74,7 @@ def _rewrite(source, file, replacements):
     tree = ast.parse(source, filename=file)
     spans = []
     for qualname, make_lines in replacements.items():
-        start, end, indent = _body_span(lines, _find_def(tree, qualname, file), file, qualname)
+        start, end, indent = _body_span(lines, find_def(tree, qualname, file), file, qualname)
         spans.append((start, end, make_lines(indent)))
     for start, end, new in sorted(spans, key=lambda s: s[0], reverse=True):  # bottom up: earlier spans stay valid
         lines[start:end] = new
@@ -112,7 +84,7 @@ def _rewrite(source, file, replacements):
 def _solution_body(source, file, qualname):
     """The solution's body lines for ``qualname`` (after the docstring) and their indentation."""
     lines = source.splitlines()
-    start, end, indent = _body_span(lines, _find_def(ast.parse(source), qualname, file), file, qualname)
+    start, end, indent = _body_span(lines, find_def(ast.parse(source), qualname, file), file, qualname)
     return lines[start:end], indent
 
 
@@ -158,7 +130,7 @@ def scrub_source(source, file, entries):
     edits = []  # (start line, end line, new lines), 0-based, end exclusive
     for node in ast.walk(ast.parse(source, filename=file)):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body \
-                and _has_docstring(node):
+                and has_docstring(node):
             doc = node.body[0]
             text = doc.value.value
             if not _hits(text, patterns):
@@ -208,7 +180,7 @@ def blank_source(source, file, entries=MANIFEST):
         for twin in e.twins:
             if twin.file == file:
                 tree = tree or ast.parse(source, filename=file)
-                replacements[twin.qualname] = _delegation(_find_def(tree, twin.qualname, file), twin)
+                replacements[twin.qualname] = _delegation(find_def(tree, twin.qualname, file), twin)
     return _rewrite(source, file, replacements) if replacements else source
 
 
@@ -230,20 +202,6 @@ def _delegation(node, twin):
         out += [f"{indent}{n}[...] = _{n}" for n in twin.inplace]
         return out + [f"{indent}return {', '.join(twin.inplace)}"]
     return lines
-
-
-def blanked_functions(package_dir=PACKAGE_DIR, entries=MANIFEST):
-    """Ids of the entries whose function (or a helper it blanks) raises NotImplementedError in ``package_dir``."""
-    package_dir, found = Path(package_dir), []
-    for entry in entries:
-        for file, qualname in entry.targets:
-            path = package_dir / file
-            if not path.is_file():
-                raise FileNotFoundError(f"{path} is missing: {package_dir} is not a complete tinyvae package")
-            if _is_blanked(_find_def(ast.parse(path.read_text(encoding="utf-8")), qualname, file)):
-                found.append(entry.id)
-                break
-    return found
 
 
 def paste_solution(copy_dir, function_id, package_dir=PACKAGE_DIR):
@@ -371,7 +329,7 @@ runs each function above the way the grader does, on cases of the grader's own k
 a square layer, `input_grad = False`, `.grad` already holding values so that backward must ADD, logits of +-1e4,
 Adam with eps and weight decay), and prints one row per graded function with its points. The grader uses other
 values of the same kinds, so "all pass" here means it will say the same. `python -m tinyvae gradcheck` compares
-your gradients with centered finite differences in float64, if you want to see them number by number.
+your gradients with centered finite differences in float64, number by number, then runs the same self-check.
 {nb}
 ## What to submit
 
@@ -460,6 +418,7 @@ def _build(folder, entries):
     for file, text in REPLACED_FILES.items():
         if (pkg / file).exists():
             (pkg / file).write_text(text, encoding="utf-8")
+    _plain_by_default(pkg / "backend.py")
     if _patterns(entries):  # hint short or none somewhere: no docstring or comment may still give it away
         for path in sorted(pkg.rglob("*.py")):
             old = path.read_text(encoding="utf-8")
@@ -486,6 +445,19 @@ def _build(folder, entries):
     marker = json.dumps({"tinyvae": __version__, **config_dict(entries)}, indent=1) + "\n"
     (folder / MARKER).write_text(marker, encoding="utf-8")
     (pkg / RECORD).write_text(marker, encoding="utf-8")  # travels with every submission: the grader compares it
+
+
+PLAIN_DEFAULT = "    plain = False "  # backend._State's default, as written there
+
+
+def _plain_by_default(path):
+    """A handout has no CuPy kernels (``REPLACED_FILES``), so its backend starts in plain mode: on every backend,
+    CuPy included, the models then run the student's plain functions and no fused path asks for a kernel."""
+    old = path.read_text(encoding="utf-8")
+    new = old.replace(PLAIN_DEFAULT, PLAIN_DEFAULT.replace("False", "True "), 1)
+    if new == old:
+        raise RuntimeError(f"assignment make: {path.name} no longer sets the plain-mode default ({PLAIN_DEFAULT.strip()})")
+    path.write_text(new, encoding="utf-8")
 
 
 def _add_student_tools(pkg, entries):

@@ -93,12 +93,12 @@ MANIFEST = (
           "dense"),
     Entry("ReLU.backward", "activations.py", "ReLU.backward", 5,
           "relu_backward: dx = dout where y > 0, else 0; ReLU.backward passes it what forward kept "
-          "(self._saved(self._saved_value))",
+          "(self._saved(self._cache))",
           "dx for y = max(x, 0); write relu_backward and call it from ReLU.backward", "activation",
           also_blanks=(("activations.py", "relu_backward"),), twins=_activation_twins("relu")),
     Entry("LeakyReLU.backward", "activations.py", "LeakyReLU.backward", 5,
           "leaky_relu_backward: dx = dout where x > 0, else negative_slope * dout; LeakyReLU.backward passes it "
-          "the input forward kept (self._saved(self._saved_value))",
+          "the input forward kept (self._saved(self._cache))",
           "dx for y = x if x > 0 else a x; write leaky_relu_backward and call it", "activation",
           also_blanks=(("activations.py", "leaky_relu_backward"),), twins=_activation_twins("leaky_relu")),
     Entry("Sigmoid.backward", "activations.py", "Sigmoid.backward", 5,
