@@ -127,6 +127,9 @@ class _Base(Module):
         return {"model": self.kind, **{k: getattr(self, k) for k in self._config_keys}}
 
 
+ModelBase = _Base  # public name for models in other files that build on it (ssvae.SSVAE, issue 21)
+
+
 class Autoencoder(_Base):
     """Encoder MLP -> latent code z (linear bottleneck) -> decoder MLP -> reconstruction.
 

@@ -27,7 +27,7 @@ from .checks import positive_int as _positive_int
 from .errors import InputError
 from .layers import Dense
 from .losses import LossParts
-from .models import _Base, mlp
+from .models import ModelBase, mlp
 from .optim import Adam
 from .reparam import Reparameterize
 from .train import History
@@ -46,7 +46,7 @@ def kl_categorical_uniform(pi):
     return xp.sum(pi * xp.log(safe), axis=1) + math.log(pi.shape[1])
 
 
-class SSVAE(_Base):
+class SSVAE(ModelBase):
     """M2: classifier q(y|x), encoder q(z|x, y), decoder p(x|z, y), with labels enumerated for unlabeled images.
 
     ``loss(x, xl, yl, eps=None, rng=None)``: x (N, D) unlabeled images, xl (M, D) and yl (M,) labeled ones (may be

@@ -218,7 +218,7 @@ FORMULAS = {
 RESTATES = {
     "Dense.backward": (("gan.py", "input_gradient"),),
     "Sigmoid.backward": (("gan.py", "VAEGAN.backward"),),
-    "VAE.elbo_backward": (("gan.py", "VAEGAN._encoder_backward"),),
+    "VAE.elbo_backward": (("gan.py", "VAEGAN._encoder_backward"), ("ssvae.py", "SSVAE.backward")),
 }
 
 
