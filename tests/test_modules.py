@@ -188,7 +188,8 @@ def test_activation_gradients_random_inputs(data, name, n, d):
 def _reference(name, x):
     """The activations written the obvious way in NumPy float64 (fine for the moderate inputs used here)."""
     return {"relu": np.maximum(x, 0), "leaky_relu": np.where(x > 0, x, 0.01 * x), "sigmoid": 1 / (1 + np.exp(-x)),
-            "tanh": np.tanh(x), "softplus": np.log1p(np.exp(x)), "identity": x}[name]
+            "tanh": np.tanh(x), "softplus": np.log1p(np.exp(x)), "identity": x,
+            "elu": np.where(x > 0, x, np.exp(x) - 1)}[name]
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
