@@ -146,6 +146,39 @@ class Identity(Activation):
         return dout
 
 
+# ------------------------------------------------------------------------------------------------------- ELU
+def elu(x):
+    """x for positive x, else exp(x) - 1 (Clevert et al. 2016, alpha = 1; CS236's MLPs use it).
+
+    exp is taken of min(x, 0), through expm1 (exact for small |x|), so no positive input can overflow.
+    """
+    xp = B.get_xp()
+    return xp.where(x > 0, x, xp.expm1(xp.minimum(x, 0.0)))
+
+
+def elu_backward(dout, y):
+    """dx = dout * (min(y, 0) + 1) for y = elu(x): the slope is 1 for positive x, and exp(x) = y + 1 on the left
+    (y = exp(x) - 1 there, and min(y, 0) = 0 exactly where x is positive).   dout, y, dx: the same shape."""
+    return dout * (B.get_xp().minimum(y, 0.0) + 1.0)
+
+
+class ELU(Activation):
+    """y = x for positive x, else exp(x) - 1.  Backward: dx = dout * (min(y, 0) + 1) (``elu_backward``).
+
+    Forward keeps its output y: its sign is x's, and y + 1 = exp(x) is the slope on the left.
+    """
+
+    def forward(self, x):
+        y = elu(x)
+        self._cache = y
+        return y
+
+    def backward(self, dout):
+        """dx = dout * (min(y, 0) + 1).   dout, dx: the shape of x ((N, D))."""
+        y = self._saved(self._cache)
+        return elu_backward(dout, y)
+
+
 ACTIVATIONS = {
     "relu": ReLU,
     "leaky_relu": LeakyReLU,
@@ -153,6 +186,7 @@ ACTIVATIONS = {
     "tanh": Tanh,
     "softplus": Softplus,
     "identity": Identity,
+    "elu": ELU,
 }
 
 
@@ -232,38 +266,3 @@ def leaky_relu_backward_fast(dout, x, negative_slope=0.01):
     slope *= 1.0 - negative_slope
     slope += negative_slope
     return dout * slope
-
-
-# ------------------------------------------------------------------------------------------------------- ELU
-def elu(x):
-    """x for positive x, else exp(x) - 1 (Clevert et al. 2016, alpha = 1; CS236's MLPs use it).
-
-    exp is taken of min(x, 0), through expm1 (exact for small |x|), so no positive input can overflow.
-    """
-    xp = B.get_xp()
-    return xp.where(x > 0, x, xp.expm1(xp.minimum(x, 0.0)))
-
-
-def elu_backward(dout, y):
-    """dx = dout * (min(y, 0) + 1) for y = elu(x): the slope is 1 for positive x, and exp(x) = y + 1 on the left
-    (y = exp(x) - 1 there, and min(y, 0) = 0 exactly where x is positive).   dout, y, dx: the same shape."""
-    return dout * (B.get_xp().minimum(y, 0.0) + 1.0)
-
-
-class ELU(Activation):
-    """y = x for positive x, else exp(x) - 1.  Backward: dx = dout * (min(y, 0) + 1) (``elu_backward``).
-
-    Forward keeps its output y: its sign is x's, and y + 1 = exp(x) is the slope on the left.
-    """
-
-    def forward(self, x):
-        y = elu(x)
-        self._cache = y
-        return y
-
-    def backward(self, dout):
-        y = self._saved(self._cache)
-        return elu_backward(dout, y)
-
-
-ACTIVATIONS["elu"] = ELU
