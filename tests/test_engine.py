@@ -140,6 +140,12 @@ def test_activation_twins_are_equal(dtype, rtol):
     assert_close(activations.relu_fast(x), y, 0)
     assert_close(activations.relu_backward_fast(dout, y), activations.relu_backward(dout, y), 0)
     assert_close(activations.sigmoid_fast(x), activations.sigmoid(x), rtol)
+    edges = B.concat([x, B.asarray([[0.0, -0.0, 1e-30, -1e-30, 80.0, -80.0, 1e4, -1e4, 0.5, -0.5, 3.0, -3.0, 1.0]],
+                                   dtype=dtype)], axis=0)
+    y_elu = activations.elu(edges)
+    assert_close(activations.elu_fast(edges), y_elu, 0)  # the same bits: max(x, expm1(min(x, 0)))
+    assert_close(activations.elu_backward_fast(B.concat([dout, dout[:1, :]], axis=0), y_elu),
+                 activations.elu_backward(B.concat([dout, dout[:1, :]], axis=0), y_elu), 0)
     for a in (0.0, 0.01, 0.2, 1.0, 3.0):
         assert_close(activations.leaky_relu_fast(x, a), activations.leaky_relu(x, a), rtol)
         assert_close(activations.leaky_relu_backward_fast(dout, x, a), activations.leaky_relu_backward(dout, x, a),
@@ -325,6 +331,14 @@ def test_bce_per_example_fast_in_row_blocks_gives_the_bits_of_one_pass():
         blocked = host(losses.bce_with_logits_per_example_fast(flat, flat_target))
         assert blocked.shape == (1100,)
         np.testing.assert_array_equal(blocked, host(losses._bce_rows_fast(flat, flat_target)[0]))
+    few = _draw((60, 10, 40), 6.0, seed=5, dtype="float32")  # M2's C = 10 rows per image: whole images per block
+    few_target = B.Generator(6).random((60, 1, 40), "float32")
+    assert 60 * 10 > 2 * losses.BLOCK_ROWS and losses.BLOCK_ROWS % 10  # several blocks of images, a short last one
+    if B.backend_name() != "cupy":
+        blocks = losses._row_block_pairs(few, few_target, losses.BLOCK_ROWS)
+        assert [tuple(b.shape) for b, _ in blocks] == [(25, 10, 40), (25, 10, 40), (10, 10, 40)]
+        np.testing.assert_array_equal(host(losses.bce_with_logits_per_example_fast(few, few_target)),
+                                      host(losses._bce_rows_fast(few, few_target)[0]))
     for x, t in ((logits, target), (flat, flat_target)):  # CuPy's size None: all rows in one block
         assert [tuple(a.shape) for a in losses._row_block_pairs(x, t, None)[0]] == [tuple(x.shape), tuple(t.shape)]
     for shapes in [((2, 3, 4, 5), (2, 3, 4, 5)), ((6, 5), (4, 5)), ((6, 5), (6, 4)), ((2, 3, 5), (1, 3, 5))]:

