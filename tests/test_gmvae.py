@@ -8,6 +8,7 @@ import pytest
 
 import tinyvae as tv
 from tinyvae import activations, checkpoint
+from tinyvae import gmvae
 from tinyvae.gmvae import GMVAE, log_mixture_density, log_mixture_density_backward
 from tinyvae.gradcheck import check_gradients, check_model, check_module
 from tinyvae.models import VAE
@@ -67,6 +68,27 @@ def test_the_log_mixture_density_gradient_into_z_means_and_variances(n, k, d):
     weighted = lambda: float(tv.get_xp().sum(log_mixture_density(z, means, variances) * dlogp))  # noqa: E731
     report = check_gradients(weighted, {"z": z, "m": means, "v": variances}, {"z": dz, "m": dm, "v": dv})
     assert report.passed, str(report)
+
+
+@pytest.mark.parametrize("dtype,rtol", [("float64", 1e-10), ("float32", 2e-5)])
+def test_the_matrix_product_twins_equal_the_plain_mixture_formulas(dtype, rtol):
+    """The square expanded into matrix products (in float64) against the (N, K, d) formulas, with codes far from
+    narrow components, where the expanded terms are 1e5 times their difference."""
+    z, means, variances, rng = _mixture(9, 6, 4, seed=3)
+    z = z * 3.0
+    variances = variances * _f64(np.where(rng.random((6, 4)) < 0.3, 1e-4, 1.0))
+    dlogp = _f64(rng.normal(size=9))
+    z, means, variances, dlogp = (tv.asarray(a, dtype=dtype) for a in (z, means, variances, dlogp))
+    for plain, fast in ((gmvae.log_normal_components(z, means, variances),
+                         gmvae.log_normal_components_fast(z, means, variances)),
+                        (log_mixture_density(z, means, variances), gmvae.log_mixture_density_fast(z, means, variances))):
+        assert fast.dtype == plain.dtype
+        np.testing.assert_allclose(tv.to_numpy(fast), tv.to_numpy(plain), rtol=rtol)
+    for name, plain, fast in zip("zmv", log_mixture_density_backward(dlogp, z, means, variances),
+                                 gmvae.log_mixture_density_backward_fast(dlogp, z, means, variances)):
+        assert fast.dtype == plain.dtype
+        scale = float(np.abs(tv.to_numpy(plain)).max())
+        np.testing.assert_allclose(tv.to_numpy(fast), tv.to_numpy(plain), rtol=rtol, atol=rtol * scale, err_msg=name)
 
 
 # ------------------------------------------------------------------------------------------------------ GMVAE
