@@ -209,6 +209,23 @@ def mse_fast(pred, target):
     return (value if _on_gpu() else float(value)), diff * (2.0 / n)
 
 
+def softmax_cross_entropy_fast(logits, labels):
+    """``softmax_cross_entropy`` without a read from the device: the value stays a 0-d array on CuPy (a float
+    elsewhere), and the labels' shape and dtype are checked but not their range, which the caller checked once
+    (``ssvae.fit_iterations`` checks its labeled set before the first step). The same numbers as the plain one."""
+    if B.plain():
+        return softmax_cross_entropy(logits, labels)
+    if not B.is_array(logits):
+        logits = B.asarray(logits)
+    labels = check_labels(labels, logits.shape[0], logits.shape[1], "softmax_cross_entropy", values=False)
+    xp = B.get_xp()
+    n = logits.shape[0]
+    logp = _log_softmax(logits)
+    onehot = _one_hot(labels, logits.shape[1], logits.dtype)
+    value = -xp.sum(onehot * logp) / n
+    return (value if _on_gpu() else float(value)), (xp.exp(logp) - onehot) / n
+
+
 def _sum_log(one_plus_e):
     """sum_d log(1 + e_d) over the last axis, for 1 + e_d in [1, 2], with one log per 16 values instead of one each.
 
@@ -265,8 +282,9 @@ def bce_with_logits_per_example_fast(logits, target):
     if _on_gpu():
         from . import kernels
         return kernels.bce_rows(*pairs[0])  # one reduction kernel: one pass over the block
-    rows = [_bce_rows_fast(block, block_target)[0] for block, block_target in pairs]
-    return B.get_xp().reshape(B.concat(rows, axis=0), tuple(logits.shape[:-1]))
+    xp = B.get_xp()
+    rows = [xp.reshape(_bce_rows_fast(block, block_target)[0], (-1,)) for block, block_target in pairs]
+    return xp.reshape(B.concat(rows, axis=0), tuple(logits.shape[:-1]))
 
 
 def _bce_per_example_by_rows(logits, target):
@@ -282,7 +300,8 @@ def _bce_per_example_by_rows(logits, target):
 
 def _row_block_pairs(logits, target, size):
     """(logits rows, their targets) in blocks of at most ``size`` rows, in order (everything at once for None):
-    logits (N, D) with target (N, D) or (1, D); logits (m, k, D) with target (m, k, D) or (m, 1, D)."""
+    logits (N, D) with target (N, D) or (1, D); logits (m, k, D) with target (m, k, D) or (m, 1, D), a block then
+    being part of one image's k rows, or (for k < size) the k rows of several whole images."""
     def spans(n):  # stops kept within the axis: the array API leaves slices past the end unspecified
         return [(a, min(n, a + (size or n))) for a in range(0, n, size or n)]
 
@@ -293,6 +312,10 @@ def _row_block_pairs(logits, target, size):
     if same_width and len(lead) == 2 and target_lead in ((lead[0], 1), lead):
         if size is None:
             return [(logits, target)]
+        if lead[1] < size:  # few rows per image (M2's C = 10 labels): whole images together, (j - i, k, D) blocks
+            step = size // lead[1]
+            return [(logits[i:j, :, :], target[i:j, :, :]) for i, j in
+                    ((i, min(lead[0], i + step)) for i in range(0, lead[0], step))]
         return [(logits[i, a:b, :], target[i, :, :] if target_lead[1] == 1 else target[i, a:b, :])
                 for i in range(lead[0]) for a, b in spans(lead[1])]
     raise ValueError(f"bce_with_logits_per_example_fast: expected logits (N, D) with targets (N, D) or (1, D), or "
