@@ -114,3 +114,27 @@ def test_bad_eps_and_labels_are_clear_errors():
         model.loss(x, xl, yl, eps=_f64(np.zeros((5, 3))))
     with pytest.raises(ValueError, match="labels must lie in"):
         model.loss(x, xl, tv.asarray(np.array([0, 1, 9])))
+
+
+def test_the_split_encoder_and_broadcast_reconstruction_equal_the_plain_enumeration():
+    """The fast twin (x W_x once per image, x never copied C times) against the plain formula on [x, e_c] rows:
+    the same loss, the same gradient of every parameter (float64)."""
+    x, xl, yl, eps = _data(5, 3, seed=4)
+    results = []
+    for plain in (True, False):
+        model = _ssvae(gen_weight=0.8, class_weight=2.0)
+        tv.use_plain(plain)
+        try:
+            parts = model.loss(x, xl, yl, eps=eps)
+            model.zero_grad()
+            model.backward()
+        finally:
+            tv.use_plain(False)
+        assert model._loss_grads[2][0] == ("rows" if plain else "split")
+        results.append((parts, {name: tv.to_numpy(p.grad) for name, p in model.named_parameters()}))
+    (plain_parts, plain_grads), (fast_parts, fast_grads) = results
+    for a, b in zip(plain_parts.values(), fast_parts.values()):
+        assert float(a) == pytest.approx(float(b), rel=1e-12)
+    assert plain_grads.keys() == fast_grads.keys()
+    for name in plain_grads:
+        np.testing.assert_allclose(fast_grads[name], plain_grads[name], rtol=1e-10, atol=1e-13, err_msg=name)

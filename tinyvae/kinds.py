@@ -162,15 +162,16 @@ register(Kind(gan.VAEGAN, ("latent_dim", "hidden", "activation", "beta", "disc_h
 
 # ---- issue 21 (CS236 homework 2): the mixture-prior VAE and the semi-supervised M2 ----
 def fit_ssvae(model, data, optimizer, history, *, epochs, batch_size, seed, progress):
-    """M2 on every training image, binarized afresh at every batch, with the labels of the first 10 images of each
-    digit (``datasets.per_class_subset``): ``ssvae.fit_iterations`` for ``epochs`` passes."""
+    """M2 on every training image with the labels of the first 10 images of each digit (``datasets.
+    per_class_subset``; ``tinyvae reproduce cs236`` uses the homework's hand-picked ones), every image binarized
+    afresh at every step: ``ssvae.fit_iterations`` for ``epochs`` passes."""
     from .datasets import per_class_subset
 
     labeled = per_class_subset(data.y_train, 10, model.num_classes)
-    loss_args = (B.asarray(data.x_train[labeled], dtype=model.dtype), B.asarray(data.y_train[labeled]))
     steps = epochs * -(-data.x_train.shape[0] // batch_size)
     return fit_iterations(model, data.x_train, steps, batch_size=batch_size, seed=seed, binarize="dynamic",
-                          progress=progress, optimizer=optimizer, history=history, loss_args=loss_args)
+                          progress=progress, optimizer=optimizer, history=history,
+                          labeled=(data.x_train[labeled], data.y_train[labeled]))
 
 
 register(Kind(GMVAE, MLP + ("beta", "components"), new_options=(

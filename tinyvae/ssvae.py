@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from . import backend as B
 from . import losses
-from .activations import sigmoid
+from .activations import sigmoid, sigmoid_fast
 from .checks import positive_int as _positive_int
 from .errors import InputError
 from .layers import Dense
@@ -86,8 +86,13 @@ class SSVAE(ModelBase):
         """(x repeated C times, onehot of each class): both (N * C, .), row n * C + c holds (x_n, e_c)."""
         xp, (n, d), c = B.get_xp(), x.shape, self.num_classes
         x_rep = xp.reshape(xp.broadcast_to(xp.expand_dims(x, axis=1), (n, c, d)), (n * c, d))
+        return x_rep, self._class_rows(n)
+
+    def _class_rows(self, n):
+        """e_0, e_1, ..., e_{C-1} once for each of n images: the label columns of the enumerated rows, (n * C, C)."""
+        xp, c = B.get_xp(), self.num_classes
         eye = losses._one_hot(B.arange(c), c, self._dtype)
-        return x_rep, xp.reshape(xp.broadcast_to(xp.expand_dims(eye, axis=0), (n, c, c)), (n * c, c))
+        return xp.reshape(xp.broadcast_to(xp.expand_dims(eye, axis=0), (n, c, c)), (n * c, c))
 
     def _eps(self, n, eps, rng):
         shape = (n * self.num_classes, self.latent_dim)
@@ -101,13 +106,15 @@ class SSVAE(ModelBase):
 
     def _generative_terms(self, x, eps, rng):
         """(rec, kl_z) per enumerated row (N * C,), and what backward needs, for a checked batch x (N, D)."""
+        if not B.plain():
+            return self._generative_terms_fast(x, eps, rng)
         x_rep, onehot = self._enumerated(x)
         h = self.encoder.forward(B.concat([x_rep, onehot], axis=1))
         mu, logvar = self.mu_head.forward(h), self.logvar_head.forward(h)
         z = self.reparam.forward(mu, logvar, eps=self._eps(x.shape[0], eps, rng))
         out = self.decoder.forward(B.concat([z, onehot], axis=1))
-        rec = losses.bce_with_logits_per_example_fast(out, x_rep)
-        return rec, losses.gaussian_kl_per_example(mu, logvar), (x_rep, out, mu, logvar)
+        rec = losses.bce_with_logits_per_example(out, x_rep)
+        return rec, losses.gaussian_kl_per_example(mu, logvar), ("rows", x_rep, out, mu, logvar)
 
     def classify(self, x):
         """The classifier's logits (N, C) for images x (N, D)."""
@@ -127,11 +134,13 @@ class SSVAE(ModelBase):
         return float(B.get_xp().mean(B.astype(self.predict(x) == y, "float64")))
 
     # ------------------------------------------------------------------------------------------- the objective
-    def loss(self, x, xl=None, yl=None, eps=None, rng=None):
+    def loss(self, x, xl=None, yl=None, eps=None, rng=None, labels_checked=False):
         """gen_weight * mean_n U(x_n) + class_weight * mean_m CE(q(y|xl_m), yl_m) (see the module docstring).
 
         LossParts: total; recon = mean_n sum_c pi_nc rec_nc; kl = mean_n [sum_c pi_nc KL_z,nc + KL(pi_n || U)].
         With gen_weight = 0 only the classifier runs (on xl, which must then be given), and recon = kl = 0.
+        ``labels_checked=True`` skips checking that yl's values lie in [0, C) (a read from the device): for a
+        training loop that checked them once (``fit_iterations``).
         """
         xp = B.get_xp()
         x = self._input(x)
@@ -139,9 +148,10 @@ class SSVAE(ModelBase):
         if xl is None and self.gen_weight == 0:
             raise InputError("SSVAE.loss: with gen_weight = 0 only the labeled images train the classifier: give xl, yl")
         xl = x[:0, :] if xl is None else self._input(xl)
-        yl = B.arange(0) if yl is None else losses.check_labels(B.asarray(yl), xl.shape[0], c, "SSVAE.loss")
+        yl = B.arange(0) if yl is None else losses.check_labels(B.asarray(yl), xl.shape[0], c, "SSVAE.loss",
+                                                                values=not labels_checked)
         if self.gen_weight == 0:  # the classifier alone: skip the generative terms, which would be weighted by 0
-            ce, dlogits_l = losses.softmax_cross_entropy(self.classifier.forward(xl), yl)
+            ce, dlogits_l = losses.softmax_cross_entropy_fast(self.classifier.forward(xl), yl)
             self._loss_grads = (None, None, None, dlogits_l)
             return LossParts(self.class_weight * ce, 0.0, 0.0)
         logits = self.classifier.forward(B.concat([x, xl], axis=0))
@@ -150,7 +160,7 @@ class SSVAE(ModelBase):
         rec, kl_z = xp.reshape(rec, (n, c)), xp.reshape(kl_z, (n, c))
         kl_y = kl_categorical_uniform(pi)
         recon, kl = xp.sum(pi * rec) / n, (xp.sum(pi * kl_z) + xp.sum(kl_y)) / n
-        ce, dlogits_l = (losses.softmax_cross_entropy(logits[n:, :], yl) if xl.shape[0] else (0.0, logits[n:, :]))
+        ce, dlogits_l = (losses.softmax_cross_entropy_fast(logits[n:, :], yl) if xl.shape[0] else (0.0, logits[n:, :]))
         self._loss_grads = (pi, rec + kl_z, saved, dlogits_l)
         return LossParts(self.gen_weight * (recon + kl) + self.class_weight * ce, recon, kl)
 
@@ -181,7 +191,7 @@ class SSVAE(ModelBase):
         if pi is None:  # gen_weight = 0: the labeled cross-entropy alone
             self.classifier.backward(self.class_weight * dlogits_l)
             return
-        x_rep, out, mu, logvar = saved
+        layout, x_in, out, mu, logvar = saved  # "rows": x_in is x repeated (N * C, D); "split": x itself (N, D)
         n, c = pi.shape
         w = self.gen_weight / n
         safe = xp.where(pi > 0, pi, xp.ones_like(pi))
@@ -189,12 +199,59 @@ class SSVAE(ModelBase):
         dlogits_u = pi * (g - xp.sum(pi * g, axis=1, keepdims=True))
         self.classifier.backward(B.concat([dlogits_u, self.class_weight * dlogits_l], axis=0))
         row_w = xp.reshape(w * pi, (n * c, 1))  # each enumerated row's weight in the batch mean
-        dout = (sigmoid(out) - x_rep) * row_w
+        if layout == "rows":
+            dout = (sigmoid(out) - x_in) * row_w
+        else:  # the images broadcast against the (N, C, D) logits, never copied C times
+            dout = sigmoid_fast(xp.reshape(out, (n, c, -1)))
+            dout -= xp.expand_dims(x_in, axis=1)
+            dout *= xp.expand_dims(w * pi, axis=2)
+            dout = xp.reshape(dout, (n * c, -1))
         dz = self.decoder.backward(dout)[:, :self.latent_dim]  # the label columns are data, not parameters
         dmu, dlogvar = self.reparam.backward(dz)
         dmu = dmu + row_w * mu
         dlogvar = dlogvar + row_w * 0.5 * (xp.exp(logvar) - 1.0)
-        self.encoder.backward(self.mu_head.backward(dmu) + self.logvar_head.backward(dlogvar))
+        dh = self.mu_head.backward(dmu) + self.logvar_head.backward(dlogvar)
+        if layout == "rows":
+            self.encoder.backward(dh)
+        else:
+            self._encoder_split_backward_fast(dh, x_in)
+
+    # ------------------------------------------------------------------------------------------- the fast twins
+    # ``_generative_terms`` and its backward without the C copies of x. Tests keep them equal to the plain ones.
+    def _generative_terms_fast(self, x, eps, rng):
+        """``_generative_terms`` without building [x_n, e_c] (N * C, D + C): the encoder's first product splits at
+        the label columns, [x, e_c] W = x W_x + W_y[c], so x W_x is made once per image, not once per class; and
+        the BCE reads x broadcast against the (N, C, D) logits. Saved for backward: x itself, not x repeated."""
+        xp, (n, d), c = B.get_xp(), x.shape, self.num_classes
+        h = self._encoder_split_fast(x)
+        mu, logvar = self.mu_head.forward(h), self.logvar_head.forward(h)
+        z = self.reparam.forward(mu, logvar, eps=self._eps(n, eps, rng))
+        out = self.decoder.forward(B.concat([z, self._class_rows(n)], axis=1))
+        rec = losses.bce_with_logits_per_example_fast(xp.reshape(out, (n, c, d)), xp.expand_dims(x, axis=1))
+        return xp.reshape(rec, (n * c,)), losses.gaussian_kl_per_example(mu, logvar), ("split", x, out, mu, logvar)
+
+    def _encoder_split_fast(self, x):
+        """The encoder on every (x_n, e_c): its first layer as x_n W_x + W_y[c] + b (N * C, H), then the rest."""
+        xp, first, (n, d) = B.get_xp(), self.encoder[0], x.shape
+        w = first.W.data
+        pre = xp.expand_dims(x @ w[:d, :] + first.b.data, axis=1) + xp.expand_dims(w[d:, :], axis=0)  # (N, C, H)
+        h = xp.reshape(pre, (n * self.num_classes, w.shape[1]))
+        for layer in self.encoder.layers[1:]:
+            h = layer.forward(h)
+        return h
+
+    def _encoder_split_backward_fast(self, dh, x):
+        """Backward of ``_encoder_split_fast``: the later layers as usual, then the split first layer, with
+        dpre_nc the gradient at x_n W_x + W_y[c] + b:
+            dW_x = x^T sum_c dpre_nc,   dW_y[c] = sum_n dpre_nc,   db = sum_n,c dpre_nc.
+        dh (N * C, H_last); x (N, D); dpre (N, C, H); dW (D + C, H) as [dW_x; dW_y]."""
+        xp, first = B.get_xp(), self.encoder[0]
+        for layer in reversed(self.encoder.layers[1:]):
+            dh = layer.backward(dh)
+        dpre = xp.reshape(dh, (x.shape[0], self.num_classes, -1))
+        per_image = xp.sum(dpre, axis=1)  # (N, H)
+        first.W.accumulate(B.concat([x.T @ per_image, xp.sum(dpre, axis=0)], axis=0))
+        first.b.accumulate(xp.sum(per_image, axis=0))
 
     # ------------------------------------------------------------------------------------------- using the model
     def decode(self, z, y):
@@ -219,24 +276,24 @@ class SSVAE(ModelBase):
 def fit(model, x, xl, yl, iterations, batch_size=97, lr=1e-3, seed=0, binarize="dynamic", progress=True,
         record_every=None, optimizer=None, history=None):
     """Train an SSVAE for ``iterations`` Adam steps (``fit_iterations``): each step takes a batch of unlabeled
-    images x (binarized afresh when ``binarize == "dynamic"``) and ALL the labeled images xl (M, D), yl (M,) as
-    they are (the homework's: 100 grey-level images, 10 per class). Returns a ``train.History``."""
-    xl, yl = B.asarray(xl, dtype=model.dtype), B.asarray(yl)
+    images x and ALL the labeled images xl (M, D), yl (M,), each binarized afresh when ``binarize == "dynamic"``
+    (the homework's: 100 labeled images, 10 per class, drawn anew at every step). Returns a ``train.History``."""
     return fit_iterations(model, x, iterations, batch_size=batch_size, lr=lr, seed=seed, binarize=binarize,
                           progress=progress, record_every=record_every, optimizer=optimizer, history=history,
-                          loss_args=(xl, yl))
+                          labeled=(xl, yl))
 
 
 def fit_iterations(model, x, iterations, batch_size=97, lr=1e-3, seed=0, binarize="dynamic", progress=True,
-                   record_every=None, optimizer=None, history=None, loss_args=()):
-    """CS236's training loop: ``iterations`` Adam steps of ``model.loss(xb, *loss_args, rng=...)``; a History.
+                   record_every=None, optimizer=None, history=None, labeled=None):
+    """CS236's training loop: ``iterations`` Adam steps of ``model.loss(xb, rng=...)``; a History.
 
     Batches of ``batch_size`` images come from a fresh shuffle of x at each pass, drawn from ``Generator((seed,
     pass))``, which then draws each batch's binarization (a new Bernoulli draw when ``binarize == "dynamic"``;
-    "none": the images as they are) and the model's noise. One History entry per
-    ``record_every`` steps (default: one pass over x): ``epochs`` holds the steps done, ``train_*`` the means over
-    those steps, ``epoch_time`` their seconds. The losses are summed on the device and read once per entry, so a
-    step never waits for a GPU.
+    "none": the images as they are) and the model's noise. ``labeled`` = (xl, yl), for an SSVAE: every step also
+    passes all of them, ``model.loss(xb, xl_b, yl, ...)``, xl binarized afresh like the batch (the homework's).
+    One History entry per ``record_every`` steps (default: one pass over x): ``epochs`` holds the steps done,
+    ``train_*`` the means over those steps, ``epoch_time`` their seconds. The losses are summed on the device and
+    read once per entry, so a step never waits for a GPU.
     """
     if binarize not in ("dynamic", "none"):
         raise InputError(f"fit_iterations: binarize must be 'dynamic' or 'none', got {binarize!r}")
@@ -244,6 +301,7 @@ def fit_iterations(model, x, iterations, batch_size=97, lr=1e-3, seed=0, binariz
     _positive_int(batch_size, "fit_iterations: batch_size")
     xp = B.get_xp()
     x = B.asarray(x, dtype=model.dtype)
+    xl, yl = _labeled(model, labeled)
     steps_per_pass = math.ceil(x.shape[0] / batch_size)
     record_every = record_every or steps_per_pass
     optimizer = optimizer or Adam(model.parameters(), lr=lr)
@@ -259,8 +317,9 @@ def fit_iterations(model, x, iterations, batch_size=97, lr=1e-3, seed=0, binariz
             xb = xp.take(x, perm[i * batch_size:min(x.shape[0], (i + 1) * batch_size)], axis=0)
             if binarize == "dynamic":
                 xb = bernoulli_binarize(xb, gen)
+            extra = () if xl is None else (bernoulli_binarize(xl, gen) if binarize == "dynamic" else xl, yl)
             optimizer.zero_grad()
-            parts = model.loss(xb, *loss_args, rng=gen)
+            parts = model.loss(xb, *extra, rng=gen, **({} if xl is None else {"labels_checked": True}))
             sums.append(xp.stack([B.asarray(v, dtype="float64") for v in parts.values()]))
             model.backward()
             optimizer.step()
@@ -271,6 +330,16 @@ def fit_iterations(model, x, iterations, batch_size=97, lr=1e-3, seed=0, binariz
                 bar.set_postfix(loss=f"{history.train_loss[-1]:.2f}", refresh=False)
                 sums, count, start = [], 0, time.perf_counter()
     return history
+
+
+def _labeled(model, labeled):
+    """(xl, yl) on the active backend, checked once (each step then skips reading the labels' range from the
+    device: ``loss(..., labels_checked=True)``), or (None, None)."""
+    if labeled is None:
+        return None, None
+    xl, yl = labeled
+    xl = model._input(xl)
+    return xl, losses.check_labels(B.asarray(yl), xl.shape[0], model.num_classes, "fit_iterations")
 
 
 def _record(history, sums, count, seconds, steps):
