@@ -174,7 +174,8 @@ def binarize(x: np.ndarray, seed: int = 0) -> np.ndarray:
 def per_class_subset(labels: np.ndarray, per_class: int = 10, classes: int = 10) -> np.ndarray:
     """The indices of the first ``per_class`` examples of each class, in file order: class 0's first, then
     class 1's, ... (an int64 array of per_class * classes indices). CS236's 100 labeled images (10 per digit) and
-    its 100-image test subset are chosen this way here (the homework's own hand-picked indices are not used)."""
+    its 100-image test subset can be chosen this way (``reproduce --subsets first``); the homework's own hand-picked
+    ones are ``cs236_subset``."""
     labels = np.asarray(labels)
     chosen = []
     for c in range(classes):
@@ -182,4 +183,49 @@ def per_class_subset(labels: np.ndarray, per_class: int = 10, classes: int = 10)
         if len(idx) < per_class:
             raise InputError(f"per_class_subset: class {c} has only {len(idx)} examples, {per_class} are needed")
         chosen.append(idx)
+    return np.concatenate(chosen).astype(np.int64)
+
+
+# The 10 images of each digit that CS236's homework 2 picked by hand (its starter code's ``get_mnist_index``): entry
+# [c][i] is a position among the images of digit c, in file order. Each table names one image twice (digit 4 of the
+# training table: 2176; digit 5 of the test table: 128), so 99 distinct images stand for 100, as in the homework.
+CS236_LABELED_TRAIN = (
+    (2732, 2607, 1653, 3264, 4931, 4859, 5827, 1033, 4373, 5874),
+    (5924, 3468, 6458, 705, 2599, 2135, 2222, 2897, 1701, 537),
+    (2893, 2163, 5072, 4851, 2046, 1871, 2496, 99, 2008, 755),
+    (797, 659, 3219, 423, 3337, 2745, 4735, 544, 714, 2292),
+    (151, 2723, 3531, 2930, 1207, 802, 2176, 2176, 1956, 3622),
+    (3560, 756, 4369, 4484, 1641, 3114, 4984, 4353, 4071, 4009),
+    (2105, 3942, 3191, 430, 4187, 2446, 2659, 1589, 2956, 2681),
+    (4180, 2251, 4420, 4870, 1071, 4735, 6132, 5251, 5068, 1204),
+    (3918, 1167, 1684, 3299, 2767, 2957, 4469, 560, 5425, 1605),
+    (5795, 1472, 3678, 256, 3762, 5412, 1954, 816, 2435, 1634))
+CS236_TEST_SUBSET = (
+    (684, 559, 629, 192, 835, 763, 707, 359, 9, 723),
+    (277, 599, 1094, 600, 314, 705, 551, 87, 174, 849),
+    (537, 845, 72, 777, 115, 976, 755, 448, 850, 99),
+    (984, 177, 755, 797, 659, 147, 910, 423, 288, 961),
+    (265, 697, 639, 544, 543, 714, 244, 151, 675, 510),
+    (459, 882, 183, 28, 802, 128, 128, 53, 550, 488),
+    (756, 273, 335, 388, 617, 42, 442, 543, 888, 257),
+    (57, 291, 779, 430, 91, 398, 611, 908, 633, 84),
+    (203, 324, 774, 964, 47, 639, 131, 972, 868, 180),
+    (1000, 846, 143, 660, 227, 954, 791, 719, 909, 373))
+
+
+def cs236_subset(labels: np.ndarray, split: str) -> np.ndarray:
+    """The indices of CS236's hand-picked images in a set whose labels are ``labels`` (MNIST's, in file order):
+    ``split`` "train" gives the homework's 100 labeled training images, "test" its 100-image test subset; digit 0's
+    ten first, then digit 1's, ... (an int64 array of 100 indices)."""
+    table = {"train": CS236_LABELED_TRAIN, "test": CS236_TEST_SUBSET}.get(split)
+    if table is None:
+        raise InputError(f"cs236_subset: split must be 'train' or 'test', got {split!r}")
+    labels = np.asarray(labels)
+    chosen = []
+    for c, positions in enumerate(table):
+        of_class = np.flatnonzero(labels == c)
+        if len(of_class) <= max(positions):
+            raise InputError(f"cs236_subset: the homework's {split} subset needs image {max(positions)} of digit {c}, "
+                             f"but this set has {len(of_class)} of them: it is MNIST's full {split} set only")
+        chosen.append(of_class[list(positions)])
     return np.concatenate(chosen).astype(np.int64)
