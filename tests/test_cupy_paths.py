@@ -146,6 +146,9 @@ def _models():
         "ae": lambda: tv.Autoencoder(12, (7,), 3, rng=0),
         "dae_masking": lambda: tv.DenoisingAutoencoder(12, (7,), 3, noise="masking", rng=0),
         "cvae": lambda: tv.models.ConditionalVAE(12, (7,), 3, num_classes=4, rng=0),
+        "gmvae": lambda: tv.GMVAE(12, (7,), 3, components=5, rng=0),
+        "ssvae": lambda: tv.SSVAE(12, (7,), 3, num_classes=4, rng=0),
+        "ssvae_classifier_alone": lambda: tv.SSVAE(12, (7,), 3, num_classes=4, gen_weight=0.0, rng=0),
     }
 
 
@@ -160,6 +163,8 @@ def test_no_training_step_reads_the_device(kind):
     y = B.asarray(host_rng.integers(0, 4, 8))
     gen = tv.Generator(1)
     kwargs = {"y": y} if getattr(model, "needs_labels", False) else {}
+    if isinstance(model, tv.SSVAE):  # labeled images, whose labels fit_iterations checked once
+        kwargs = {"xl": x[:4, :], "yl": y[:4], "labels_checked": True}
     model._labels_checked = True  # as fit sets it, after checking every label once
     for _ in range(2):  # the first step builds Adam's state
         with fakecupy.no_sync():
