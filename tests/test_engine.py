@@ -319,6 +319,19 @@ def test_bce_per_example_fast_broadcasts_the_images_over_samples():
         assert_close(got[i, :], want, 1e-13)
 
 
+@pytest.mark.parametrize("shapes", [((60, 10, 40), (60, 1, 40)), ((3, 700, 40), (3, 1, 40)), ((300, 40), (300, 40))],
+                         ids=str)
+def test_bce_rows_with_grad_equals_the_per_example_bce_and_the_sigmoid_formula(shapes):
+    xp = tv.get_xp()
+    logits, target = _draw(shapes[0], 6.0, dtype="float64"), B.Generator(7).random(shapes[1], "float64")
+    rows, grad = losses.bce_rows_with_grad_fast(logits, target)
+    assert tuple(rows.shape) == shapes[0][:-1] and tuple(grad.shape) == shapes[0]
+    flat = xp.reshape(logits, (-1, shapes[0][-1]))
+    flat_target = xp.reshape(xp.broadcast_to(target, shapes[0]), (-1, shapes[0][-1]))
+    assert_close(xp.reshape(rows, (-1,)), losses.bce_with_logits_per_example(flat, flat_target), 1e-13)
+    assert_close(grad, 1.0 / (1.0 + xp.exp(-logits)) - target, 1e-13)
+
+
 def test_bce_per_example_fast_in_row_blocks_gives_the_bits_of_one_pass():
     """The IWAE bound's rows go in cache-sized blocks; each row must come out as from one pass over all of them."""
     logits, target = _draw((3, 700, 40), 6.0, dtype="float32"), B.Generator(3).random((3, 1, 40), "float32")

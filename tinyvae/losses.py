@@ -287,6 +287,31 @@ def bce_with_logits_per_example_fast(logits, target):
     return xp.reshape(B.concat(rows, axis=0), tuple(logits.shape[:-1]))
 
 
+def bce_rows_with_grad_fast(logits, target):
+    """(the per-row BCE, sigmoid(l) - x): ``bce_with_logits_per_example`` and the gradient of each row's BCE
+    w.r.t. its logits, from ONE exp per element (``_bce_rows_fast``'s 1 + e, as ``bce_with_logits_fast`` makes
+    its gradient), in the same blocks of rows. For logits (N, D) or (m, k, D) with targets that broadcast against
+    them (M2's (N, C, D) enumerated logits against the images (N, 1, D)); the gradient has the logits' shape and
+    is not divided by anything: the caller weights each row. Plain mode: the two plain formulas."""
+    xp = B.get_xp()
+    if B.plain() or _on_gpu():  # a GPU: the rows' reduction kernel, and the gradient as its formula (3 launches)
+        sig = (1.0 + xp.tanh(logits / 2)) / 2  # = 1 / (1 + exp(-l)), with no exp that could overflow
+        return bce_with_logits_per_example_fast(logits, target), sig - target
+    target = B.asarray(target, dtype=logits.dtype)
+    rows, grads = [], []
+    for block, block_target in _row_block_pairs(logits, target, BLOCK_ROWS):
+        values, one_plus_e = _bce_rows_fast(block, block_target)
+        grad = 1.0 / one_plus_e  # e = exp(-|l|)
+        grad -= 0.5
+        grad *= xp.sign(block)
+        grad += 0.5  # sigmoid(l) = 1/2 + sign(l) (1 / (1 + e) - 1/2): see bce_with_logits_fast
+        grad -= block_target
+        rows.append(xp.reshape(values, (-1,)))
+        grads.append(xp.reshape(grad, (-1, logits.shape[-1])))
+    lead = tuple(logits.shape[:-1])
+    return xp.reshape(B.concat(rows, axis=0), lead), xp.reshape(B.concat(grads, axis=0), tuple(logits.shape))
+
+
 def _bce_per_example_by_rows(logits, target):
     """``bce_with_logits_per_example`` itself for logits (..., D) and targets that broadcast against them: both
     flattened to rows (M, D), the result shaped back to logits.shape[:-1] (the plain-mode path of the twin above)."""

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from . import backend as B
 from . import losses
-from .activations import sigmoid, sigmoid_fast
+from .activations import sigmoid
 from .checks import positive_int as _positive_int
 from .errors import InputError
 from .layers import Dense
@@ -30,13 +30,7 @@ from .losses import LossParts
 from .models import ModelBase, mlp
 from .optim import Adam
 from .reparam import Reparameterize
-from .train import History
-
-
-def bernoulli_binarize(x, gen):
-    """A fresh binarization x_b ~ Bernoulli(x) of pixel intensities x in [0, 1] ("dynamic binarization": a new
-    draw at every batch), on the active backend from the generator ``gen``; x, x_b: (N, D) of x's dtype."""
-    return B.astype(gen.random(tuple(x.shape), x.dtype) < x, x.dtype)
+from .train import History, bernoulli_binarize  # noqa: F401  (also public here: ssvae.bernoulli_binarize)
 
 
 def kl_categorical_uniform(pi):
@@ -106,8 +100,6 @@ class SSVAE(ModelBase):
 
     def _generative_terms(self, x, eps, rng):
         """(rec, kl_z) per enumerated row (N * C,), and what backward needs, for a checked batch x (N, D)."""
-        if not B.plain():
-            return self._generative_terms_fast(x, eps, rng)
         x_rep, onehot = self._enumerated(x)
         h = self.encoder.forward(B.concat([x_rep, onehot], axis=1))
         mu, logvar = self.mu_head.forward(h), self.logvar_head.forward(h)
@@ -115,6 +107,10 @@ class SSVAE(ModelBase):
         out = self.decoder.forward(B.concat([z, onehot], axis=1))
         rec = losses.bce_with_logits_per_example(out, x_rep)
         return rec, losses.gaussian_kl_per_example(mu, logvar), ("rows", x_rep, out, mu, logvar)
+
+    def _terms(self, x, eps, rng):
+        """``_generative_terms``, or its fast twin outside plain mode."""
+        return (self._generative_terms if B.plain() else self._generative_terms_fast)(x, eps, rng)
 
     def classify(self, x):
         """The classifier's logits (N, C) for images x (N, D)."""
@@ -156,7 +152,7 @@ class SSVAE(ModelBase):
             return LossParts(self.class_weight * ce, 0.0, 0.0)
         logits = self.classifier.forward(B.concat([x, xl], axis=0))
         pi = xp.exp(losses._log_softmax(logits[:n, :]))  # (N, C)
-        rec, kl_z, saved = self._generative_terms(x, eps, rng)
+        rec, kl_z, saved = self._terms(x, eps, rng)
         rec, kl_z = xp.reshape(rec, (n, c)), xp.reshape(kl_z, (n, c))
         kl_y = kl_categorical_uniform(pi)
         recon, kl = xp.sum(pi * rec) / n, (xp.sum(pi * kl_z) + xp.sum(kl_y)) / n
@@ -170,7 +166,7 @@ class SSVAE(ModelBase):
         x = self._input(x)
         n, c = x.shape[0], self.num_classes
         pi = xp.exp(losses._log_softmax(self.classifier.forward(x)))
-        rec, kl_z, _ = self._generative_terms(x, eps, rng)
+        rec, kl_z, _ = self._terms(x, eps, rng)
         recon = xp.sum(pi * xp.reshape(rec, (n, c)), axis=1)
         kl = xp.sum(pi * xp.reshape(kl_z, (n, c)), axis=1) + kl_categorical_uniform(pi)
         return {"loss": recon + kl, "recon": recon, "kl": kl}
@@ -191,7 +187,8 @@ class SSVAE(ModelBase):
         if pi is None:  # gen_weight = 0: the labeled cross-entropy alone
             self.classifier.backward(self.class_weight * dlogits_l)
             return
-        layout, x_in, out, mu, logvar = saved  # "rows": x_in is x repeated (N * C, D); "split": x itself (N, D)
+        # "rows": x_in is x repeated (N * C, D), out the logits; "split": x itself (N, D), out = sigmoid(logits) - x
+        layout, x_in, out, mu, logvar = saved
         n, c = pi.shape
         w = self.gen_weight / n
         safe = xp.where(pi > 0, pi, xp.ones_like(pi))
@@ -201,11 +198,8 @@ class SSVAE(ModelBase):
         row_w = xp.reshape(w * pi, (n * c, 1))  # each enumerated row's weight in the batch mean
         if layout == "rows":
             dout = (sigmoid(out) - x_in) * row_w
-        else:  # the images broadcast against the (N, C, D) logits, never copied C times
-            dout = sigmoid_fast(xp.reshape(out, (n, c, -1)))
-            dout -= xp.expand_dims(x_in, axis=1)
-            dout *= xp.expand_dims(w * pi, axis=2)
-            dout = xp.reshape(dout, (n * c, -1))
+        else:  # sigmoid(logits) - x came with the BCE's value (N, C, D): weight each row
+            dout = xp.reshape(out * xp.expand_dims(w * pi, axis=2), (n * c, -1))
         dz = self.decoder.backward(dout)[:, :self.latent_dim]  # the label columns are data, not parameters
         dmu, dlogvar = self.reparam.backward(dz)
         dmu = dmu + row_w * mu
@@ -221,14 +215,15 @@ class SSVAE(ModelBase):
     def _generative_terms_fast(self, x, eps, rng):
         """``_generative_terms`` without building [x_n, e_c] (N * C, D + C): the encoder's first product splits at
         the label columns, [x, e_c] W = x W_x + W_y[c], so x W_x is made once per image, not once per class; and
-        the BCE reads x broadcast against the (N, C, D) logits. Saved for backward: x itself, not x repeated."""
+        the BCE reads x broadcast against the (N, C, D) logits, its gradient sigmoid(out) - x made from the same
+        exp. Saved for backward: x itself (not x repeated) and that gradient (N, C, D) instead of the logits."""
         xp, (n, d), c = B.get_xp(), x.shape, self.num_classes
         h = self._encoder_split_fast(x)
         mu, logvar = self.mu_head.forward(h), self.logvar_head.forward(h)
         z = self.reparam.forward(mu, logvar, eps=self._eps(n, eps, rng))
         out = self.decoder.forward(B.concat([z, self._class_rows(n)], axis=1))
-        rec = losses.bce_with_logits_per_example_fast(xp.reshape(out, (n, c, d)), xp.expand_dims(x, axis=1))
-        return xp.reshape(rec, (n * c,)), losses.gaussian_kl_per_example(mu, logvar), ("split", x, out, mu, logvar)
+        rec, dout = losses.bce_rows_with_grad_fast(xp.reshape(out, (n, c, d)), xp.expand_dims(x, axis=1))
+        return xp.reshape(rec, (n * c,)), losses.gaussian_kl_per_example(mu, logvar), ("split", x, dout, mu, logvar)
 
     def _encoder_split_fast(self, x):
         """The encoder on every (x_n, e_c): its first layer as x_n W_x + W_y[c] + b (N * C, H), then the rest."""
