@@ -208,3 +208,33 @@ def test_tinyvae_errors_are_one_line_messages(capsys):
     assert issubclass(MissingFileError, FileNotFoundError) and issubclass(tinyvae.BackendUnavailable, TinyVAEError)
     code, _, err = run_cli(["evaluate", "no-such.npz"], capsys)
     one_line_error(code, err, "no-such.npz", "does not exist")
+
+
+# ------------------------------------------------------------------------------------------------- --binarize
+def test_binarize_dynamic_trains_on_binary_draws_and_is_recorded_and_kept_on_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, printed, err = run_cli(["train", "--model", "vae", *TINY, "--no-figures", "--binarize", "dynamic",
+                                  "--out", out], capsys)
+    assert code == 0, err
+    assert "dynamically binarized" in printed and "BINARY pixels" in printed and "grey-level" not in printed
+    ckpt = tinyvae.load(out / "model.npz")
+    assert ckpt.meta["train"]["binarize"] == "dynamic" and ckpt.meta["dataset"].endswith("(dynamically binarized)")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "BINARY pixels" in metrics["units"]
+    code, _, err = run_cli(["train", "--resume", out, "--epochs", "1", "--quiet", "--binarize", "none"], capsys)
+    one_line_error(code, err, "--binarize none", "--binarize dynamic")
+    code, _, err = run_cli(["train", "--resume", out, "--epochs", "1", "--quiet", "--no-figures"], capsys)
+    assert code == 0, err
+    assert tinyvae.load(out / "model.npz").meta["train"]["binarize"] == "dynamic"
+
+
+def test_binarize_defaults_to_none_and_to_dynamic_for_the_ssvae_and_the_vaegan_refuses_it(tmp_path, capsys):
+    code, _, err = run_cli(["train", "--model", "ae", *TINY, "--no-figures", "--out", tmp_path / "ae"], capsys)
+    assert code == 0, err
+    assert tinyvae.load(tmp_path / "ae" / "model.npz").meta["train"]["binarize"] == "none"
+    code, _, err = run_cli(["train", "--model", "ssvae", "--epochs", "1", "--hidden", "16", "--latent", "2",
+                            "--quiet", "--no-figures", "--dataset", "mnist-small", "--out", tmp_path / "m2"], capsys)
+    assert code == 0, err
+    assert tinyvae.load(tmp_path / "m2" / "model.npz").meta["train"]["binarize"] == "dynamic"
+    code, _, err = run_cli(["train", "--model", "vaegan", *TINY, "--binarize", "static"], capsys)
+    one_line_error(code, err, "--binarize", "--model vaegan", "own loop")

@@ -296,3 +296,27 @@ def test_bad_arguments_are_clear_errors():
         fit(model, x, 1, clip=0, progress=False)
     with pytest.raises(ValueError, match=r"x_val: expected .*got shape \(5, 3\)"):
         fit(model, x, 1, x_val=np.zeros((5, 3), np.float32), progress=False)
+
+
+def test_fit_with_binarize_draws_new_binary_pixels_for_every_batch(monkeypatch):
+    """Dynamic binarization: each batch the model sees is 0/1, drawn afresh (a pixel of 0.5 is on about half the
+    time), and the same seed gives the same draws."""
+    x = np.full((40, 6), 0.5, dtype=np.float32)
+    seen = []
+
+    def run(binarize):
+        model = tv.VAE(6, (5,), 2, rng=0)
+        loss = model.loss
+        monkeypatch.setattr(model, "loss", lambda xb, **kw: (seen.append(tv.to_numpy(xb)), loss(xb, **kw))[1])
+        fit(model, x, 2, batch_size=10, progress=False, binarize=binarize)
+        return [p.copy() for p in (tv.to_numpy(q.data) for q in model.parameters())]
+
+    first = run(True)
+    batches, seen[:] = list(seen), []
+    assert len(batches) == 8 and all(set(np.unique(b)) <= {0.0, 1.0} for b in batches)
+    assert 0.35 < np.mean(batches) < 0.65 and not all((b == batches[0]).all() for b in batches[1:])
+    again = run(True)
+    assert all((a == b).all() for a, b in zip(first, again))
+    seen[:] = []
+    run(False)
+    assert all((b == 0.5).all() for b in seen)

@@ -52,12 +52,13 @@ def adam(model, lr):
     return Adam(model.parameters(), lr=lr)
 
 
-def fit_with_train(model, data, optimizer, history, *, epochs, batch_size, seed, progress, kl_warmup=0, clip=None):
+def fit_with_train(model, data, optimizer, history, *, epochs, batch_size, seed, progress, kl_warmup=0, clip=None,
+                   binarize="none"):
     """``train.fit`` on ``data``'s training split, validated on its test split (labels passed to a model that
-    needs them)."""
+    needs them); ``binarize="dynamic"``: each batch a new Bernoulli draw (``cli.common.load_data`` binarized the test split)."""
     return train.fit(model, data.x_train, epochs, batch_size=batch_size, optimizer=optimizer, x_val=data.x_test,
                      seed=seed, progress=progress, kl_warmup=kl_warmup, clip=clip, history=history,
-                     y_train=data.y_train, y_val=data.y_test)
+                     y_train=data.y_train, y_val=data.y_test, binarize=binarize == "dynamic")
 
 
 def fit_with_gan(model, data, optimizer, history, *, epochs, batch_size, seed, progress):
@@ -117,7 +118,8 @@ class Kind:
     options: tuple
     data_args: object = flat_input
     fit: object = fit_with_train
-    training: tuple = ("kl_warmup", "clip")
+    training: tuple = ("kl_warmup", "clip", "binarize")
+    binarize: str = "none"  # how the kind trains when --binarize is not given (``cli.common.load_data``)
     optimizer: object = adam
     history: type = train.History
     note: str = ""  # a line printed under the model's test figures, where they need one
@@ -161,26 +163,28 @@ register(Kind(gan.VAEGAN, ("latent_dim", "hidden", "activation", "beta", "disc_h
 
 
 # ---- issue 21 (CS236 homework 2): the mixture-prior VAE and the semi-supervised M2 ----
-def fit_ssvae(model, data, optimizer, history, *, epochs, batch_size, seed, progress):
+def fit_ssvae(model, data, optimizer, history, *, epochs, batch_size, seed, progress, binarize="dynamic"):
     """M2 on every training image with the labels of the first 10 images of each digit (``datasets.
     per_class_subset``; ``tinyvae reproduce cs236`` uses the homework's hand-picked ones), every image binarized
-    afresh at every step: ``ssvae.fit_iterations`` for ``epochs`` passes."""
+    afresh at every step (``binarize`` "dynamic", its default; "static" and "none" train on the images as
+    ``cli.common.load_data`` left them): ``ssvae.fit_iterations`` for ``epochs`` passes."""
     from .datasets import per_class_subset
 
     labeled = per_class_subset(data.y_train, 10, model.num_classes)
     steps = epochs * -(-data.x_train.shape[0] // batch_size)
-    return fit_iterations(model, data.x_train, steps, batch_size=batch_size, seed=seed, binarize="dynamic",
-                          progress=progress, optimizer=optimizer, history=history,
-                          labeled=(data.x_train[labeled], data.y_train[labeled]))
+    return fit_iterations(model, data.x_train, steps, batch_size=batch_size, seed=seed,
+                          binarize="dynamic" if binarize == "dynamic" else "none", progress=progress,
+                          optimizer=optimizer, history=history, labeled=(data.x_train[labeled], data.y_train[labeled]))
 
 
 register(Kind(GMVAE, MLP + ("beta", "components"), new_options=(
     Option("--components", "components", None, "int", "Gaussian components of a GMVAE's mixture prior, e.g. 500",
            "mixture prior"),)))
 register(Kind(SSVAE, ("latent_dim", "hidden", "activation", "gen_weight", "class_weight"), data_args=labelled_input,
-              fit=fit_ssvae, training=(),
+              fit=fit_ssvae, training=("binarize",), binarize="dynamic",
               note="M2's loss is gen_weight x its bound on -log p(x) (labels enumerated) + class_weight x the "
-                   "labeled cross-entropy; it trains on binarized images (a new draw per batch).",
+                   "labeled cross-entropy; it trains on binarized images (a new draw per batch) unless --binarize "
+                   "says otherwise.",
               new_options=(Option("--gen-weight", "gen_weight", None, "float",
                                   "weight of an SSVAE's generative term, 0 for the classifier alone (default 1)",
                                   "generative term"),

@@ -69,6 +69,12 @@ class History:
         return f"History(epochs={self.epochs[-1]}, {last})"
 
 
+def bernoulli_binarize(x, gen):
+    """A fresh binarization x_b ~ Bernoulli(x) of pixel intensities x in [0, 1] ("dynamic binarization": a new
+    draw at every batch), on the active backend from the generator ``gen``; x, x_b: (N, D) of x's dtype."""
+    return B.astype(gen.random(tuple(x.shape), x.dtype) < x, x.dtype)
+
+
 def model_call(method, x, y, **kwargs):
     """``method(x, **kwargs)``, with ``y=labels`` added for a model that needs labels (y is not None)."""
     return method(x, **kwargs) if y is None else method(x, y=y, **kwargs)
@@ -77,8 +83,8 @@ def model_call(method, x, y, **kwargs):
 class _Run:
     """What one ``fit`` call trains with: the data on the device, the optimizer, the options, the progress bar."""
 
-    def __init__(self, model, x, y, optimizer, batch_size, clip, seed, bar, check_every):
-        self.model, self.x, self.y, self.optimizer = model, x, y, optimizer
+    def __init__(self, model, x, y, optimizer, batch_size, clip, seed, bar, check_every, binarize=False):
+        self.model, self.x, self.y, self.optimizer, self.binarize = model, x, y, optimizer, binarize
         self.batch_size, self.clip, self.seed, self.bar = batch_size, clip, seed, bar
         self.n = x.shape[0]
         self.steps = math.ceil(self.n / batch_size)
@@ -137,6 +143,8 @@ def train_epoch(run, epoch, end):
     for step in range(run.steps):
         idx = perm[step * size:min(n, (step + 1) * size)]
         xb = xp.take(run.x, idx, axis=0)
+        if run.binarize:  # a new Bernoulli draw of the batch's pixels, from the epoch's generator
+            xb = bernoulli_binarize(xb, gen)
         yb = None if run.y is None else xp.take(run.y, idx, axis=0)
         run.optimizer.zero_grad()
         parts = model_call(model.loss, xb, yb, rng=gen)
@@ -206,7 +214,7 @@ def _checked_fit_args(model, x_train, epochs, batch_size, optimizer, x_val, lr, 
 
 def fit(model, x_train, epochs, batch_size=128, optimizer=None, x_val=None, seed=0, progress=True, lr=1e-3,
         kl_warmup=0, clip=None, start_epoch=None, history=None, callback=None, y_train=None, y_val=None,
-        check_every=None):
+        check_every=None, binarize=False):
     """Train ``model`` for ``epochs`` more epochs of minibatch steps; returns the History (extended in place if given).
 
     Each step: ``optimizer.zero_grad(); model.loss(xb, rng=gen); model.backward(); [clip]; optimizer.step()``
@@ -225,6 +233,8 @@ def fit(model, x_train, epochs, batch_size=128, optimizer=None, x_val=None, seed
       The train_* figures are those optimized (with beta_e); val_* figures, and a callback, see the model's beta.
     - ``clip``: the largest joint L2 norm of the gradients (``clip_grad_norm``), or None for no clipping.
     - ``callback(epoch, history)`` runs after each epoch, ``epoch`` counted from 1 as in ``history.epochs``.
+    - ``binarize``: each batch becomes a new Bernoulli draw of its pixels (``bernoulli_binarize``: dynamic
+      binarization, the usual setting of binarized-MNIST likelihoods), drawn from the epoch's generator.
     - ``check_every``: how many steps between reads of the losses (None: 1 on the CPU, where a read is free; 50 on
       CuPy, where each read waits for the GPU and costs about as much as a kernel launch).
 
@@ -254,7 +264,7 @@ def fit(model, x_train, epochs, batch_size=128, optimizer=None, x_val=None, seed
     model.train()
     with tqdm(total=steps * epochs, desc=f"epoch {start_epoch + 1}/{end}", unit="batch", disable=not progress,
               leave=True, dynamic_ncols=True) as bar:
-        run = _Run(model, x, y, optimizer, batch_size, clip, seed, bar, check_every)
+        run = _Run(model, x, y, optimizer, batch_size, clip, seed, bar, check_every, binarize)
         try:
             if labelled:
                 model._labels_checked = True

@@ -1,6 +1,7 @@
 """What every command group shares: the subcommand table, the option types, the checkpoint and data loaders."""
 import argparse
 import json
+from dataclasses import replace
 
 from .. import backend as B
 from .. import checkpoint, datasets
@@ -127,8 +128,19 @@ def table(rows, headers):
 
 
 # ------------------------------------------------------------------------------------------------------- inputs
-def load_data(name, progress=True):
-    return datasets.load(name, progress=progress)
+BINARIZE = ("none", "static", "dynamic")
+
+
+def load_data(name, progress=True, binarize="none"):
+    """The data set ``name``; ``binarize`` "static": both splits binarized once (``datasets.binarize``, seeds 1 and
+    0), "dynamic": the test split binarized once (seed 0), the training split left for the loop to draw afresh at
+    every batch; "none": as it is."""
+    data = datasets.load(name, progress=progress)
+    if binarize == "none":
+        return data
+    x_train = datasets.binarize(data.x_train, seed=1) if binarize == "static" else data.x_train
+    return replace(data, name=f"{data.name} ({binarize}ally binarized)", x_train=x_train,
+                   x_test=datasets.binarize(data.x_test, seed=0))
 
 
 def load_checkpoint(path):

@@ -11,7 +11,11 @@ def units_lines(model, dataset):
     """What the printed figures measure, for the model's likelihood and the data set ``dataset`` (its name, or the
     folder it was read from) that they were measured on; printed under every table of test figures."""
     if model.likelihood == "bernoulli":
-        if str(dataset).endswith(BINARIZED):
+        if str(dataset).endswith("ally binarized)"):  # --binarize static or dynamic (cli.common.load_data)
+            lines = [f"units: nats per image, -log p(x|z) of a Bernoulli likelihood on BINARY pixels: {dataset}, its "
+                     "test images drawn x ~ Bernoulli(grey level) once (seed 0), the setting of binarized-MNIST "
+                     "likelihoods."]
+        elif str(dataset).endswith(BINARIZED):
             lines = [f"units: nats per image, -log p(x|z) of a Bernoulli likelihood on the pixels of {dataset}, "
                      "thresholded at 0.5 (one fixed binarization: close to, not identical with, the literature's "
                      "binarized-MNIST figures)."]

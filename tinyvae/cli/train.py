@@ -15,7 +15,7 @@ from .. import backend as B
 from .. import checkpoint
 from ..errors import TinyVAEError
 from ..kinds import KINDS, OPTIONS
-from .common import (DATASET_HELP, UsageError, add_common, at_least, int_list, load_checkpoint, load_data, plural,
+from .common import (BINARIZE, DATASET_HELP, UsageError, add_common, at_least, int_list, load_checkpoint, load_data, plural,
                      positive_float, subcommand, write_json)
 from .figures import remove_figures, write_figures
 from .report import print_figures, test_figures, units_lines
@@ -35,8 +35,8 @@ def _text(value):
 # What a run records and --resume keeps: name -> (flag, default for a new run).
 TRAINING = {"model": ("--model", "vae"), "dataset": ("--dataset", "mnist-small"), "batch_size": ("--batch-size", 128),
             "kl_warmup": ("--kl-warmup", 0), "clip": ("--clip", None), "seed": ("--seed", 0), "lr": ("--lr", 1e-3),
-            "dtype": ("--dtype", None)}
-LOOP = {"kl_warmup", "clip"}  # options of the training loop, taken by the kinds whose Kind.training lists them
+            "dtype": ("--dtype", None), "binarize": ("--binarize", None)}
+LOOP = {"kl_warmup", "clip", "binarize"}  # options of the training loop, taken by the kinds whose Kind.training lists them
 
 
 def _args_train(p):
@@ -55,6 +55,10 @@ def _args_train(p):
     p.add_argument("--batch-size", type=at_least(1), help="examples per step (default: 128)")
     p.add_argument("--dtype", choices=B.DTYPES, help="floating dtype (default: $TINYVAE_DTYPE, else float32)")
     p.add_argument("--seed", type=at_least(0), help="random seed (default: 0)")
+    p.add_argument("--binarize", choices=BINARIZE,
+                   help="binary pixels, the setting of binarized-MNIST likelihoods: dynamic (a new Bernoulli draw of "
+                        "every training batch, the test images drawn once, seed 0), static (both drawn once), none "
+                        "(grey levels) (default: none; dynamic for --model ssvae)")
     p.add_argument("--out", help="output folder (default: a new folder runs/MODEL-DATE-TIME, and runs/latest "
                                  "points at it; RUN_DIR with --resume)")
     p.add_argument("--force", action="store_true", help="replace the run in --out (its figures are removed)")
@@ -97,8 +101,8 @@ def _new_run(args):
     _refuse_foreign(args, kind)
     for name, (_, default) in TRAINING.items():
         if getattr(args, name) is None:
-            setattr(args, name, B.dtype_name(None) if name == "dtype" else default)
-    data = load_data(args.dataset, progress=not args.quiet)
+            setattr(args, name, {"dtype": B.dtype_name(None), "binarize": kind.binarize}.get(name, default))
+    data = load_data(args.dataset, progress=not args.quiet, binarize=args.binarize)
     try:
         model = kind.cls(**model_kwargs(args, kind, data))
     except TinyVAEError as err:  # a value out of the model's range (--beta -1): the model's own message
@@ -134,7 +138,9 @@ def _resumed_run(args):
                     config, "the checkpoint's model")
     for name in TRAINING:
         setattr(args, name, saved.get(name, TRAINING[name][1]))
-    data = load_data(args.dataset, progress=not args.quiet)
+    if args.binarize is None:  # a run recorded before --binarize: it trained as its kind does by default
+        args.binarize = kind.binarize
+    data = load_data(args.dataset, progress=not args.quiet, binarize=args.binarize)
     return ckpt.model, ckpt.optimizer, kind.history.from_dict(ckpt.meta["history"]), data
 
 

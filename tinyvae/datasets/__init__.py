@@ -160,7 +160,7 @@ def binarize(x: np.ndarray, seed: int = 0) -> np.ndarray:
     ``np.random.default_rng(seed)`` in row-major order (so the same seed gives the same bits on every machine and
     backend; row i of a set's binarization does not depend on the rows after it). float32, x's shape.
 
-    Training on binarized MNIST draws a NEW binarization at every batch ("dynamic"; ``ssvae.bernoulli_binarize``);
+    Training on binarized MNIST draws a NEW binarization at every batch ("dynamic"; ``train.bernoulli_binarize``);
     a test figure needs a fixed one, which this is. Unlike ``NAME-binarized`` (a threshold at 0.5) it keeps the
     grey levels' statistics: a pixel of 0.3 is on in 30% of the draws.
     """
