@@ -75,6 +75,19 @@ def _activation_twins(name):
     return (Twin("activations.py", f"{name}_backward_fast", f"{name}_backward"),)
 
 
+# M2 passes its enumerated logits (N, C, D) and the images (N, 1, D): the per-row BCE and the un-averaged gradient.
+BCE_ROWS_WITH_GRAD_DELEGATION = """\
+xp = B.get_xp()
+target = xp.broadcast_to(B.asarray(target, dtype=logits.dtype), logits.shape)
+width = logits.shape[-1]
+flat_logits, flat_target = xp.reshape(logits, (-1, width)), xp.reshape(target, (-1, width))
+_, grad = bce_with_logits(flat_logits, flat_target)
+rows = bce_with_logits_per_example(flat_logits, flat_target)
+return xp.reshape(rows, logits.shape[:-1]), xp.reshape(grad * flat_logits.shape[0], logits.shape)
+"""
+# The SSVAE's fast generative terms: in the handout, the plain ones (so backward always sees the plain layout).
+SSVAE_TERMS_DELEGATION = "return self._generative_terms(x, eps, rng)\n"
+
 # The IWAE bound passes logits (m, k, D) and targets (m, 1, D): the plain function takes rows, so flatten first.
 BCE_PER_EXAMPLE_DELEGATION = """\
 xp = B.get_xp()
@@ -118,7 +131,8 @@ MANIFEST = (
           "bce", also_blanks=(("losses.py", "_bce_terms"),),
           twins=(Twin("losses.py", "bce_with_logits_fast", "bce_with_logits"),
                  Twin("losses.py", "bce_with_logits_per_example_fast", "bce_with_logits_per_example",
-                      body=BCE_PER_EXAMPLE_DELEGATION)),
+                      body=BCE_PER_EXAMPLE_DELEGATION),
+                 Twin("losses.py", "bce_rows_with_grad_fast", "bce_with_logits", body=BCE_ROWS_WITH_GRAD_DELEGATION)),
           hidden=(("losses.py", "_bce_rows_fast"),)),
     Entry("gaussian_kl", "losses.py", "gaussian_kl", 10,
           "value = 1/N sum 1/2 (mu^2 + exp(logvar) - 1 - logvar); dmu = mu / N, dlogvar = (exp(logvar) - 1) / (2N)",
@@ -129,7 +143,8 @@ MANIFEST = (
           "logp = (l - max_c l) - log sum_c exp(l - max_c l) by rows (_log_softmax); value = -1/N sum_n "
           "logp[n, y_n]; dl = (softmax(l) - onehot(y)) / N, finite even at l = +-1e4",
           "the batch-mean cross-entropy of softmax(l) against integer labels y and its gradient, finite at l = +-1e4",
-          "softmax_ce", also_blanks=(("losses.py", "_log_softmax"), ("losses.py", "softmax_cross_entropy_per_example"))),
+          "softmax_ce", also_blanks=(("losses.py", "_log_softmax"), ("losses.py", "softmax_cross_entropy_per_example")),
+          twins=(Twin("losses.py", "softmax_cross_entropy_fast", "softmax_cross_entropy"),)),
     Entry("discriminator_loss", "gan.py", "discriminator_loss", 10,
           "value = 1/N_r sum softplus(-l_r) + 1/N_f sum softplus(l_f), i.e. bce_with_logits(real_logits, 1) + "
           "bce_with_logits(fake_logits, 0), each set averaged over its own rows; dl_r = (sigmoid(l_r) - 1) / N_r, "
@@ -176,7 +191,8 @@ MANIFEST = (
           "rows sum to 1); g = dlogp[:, None] * r; u = (z[:, None] - means[None]) / variances (N, K, d); "
           "dz = -sum_k g u, dmeans = sum_n g u, dvariances = sum_n g (u^2 - 1 / variances) / 2",
           "the gradients of sum_n dlogp_n log (1/K sum_k N(z_n; m_k, diag v_k)) w.r.t. z, the means and the "
-          "variances", "mixture"),
+          "variances", "mixture",
+          twins=(Twin("gmvae.py", "log_mixture_density_backward_fast", "log_mixture_density_backward"),)),
     Entry("SSVAE.backward", "ssvae.py", "SSVAE.backward", 15,
           "w = gen_weight / N; g = w (A + log pi + 1) with A = rec + KL_z (N, C); dlogits = pi (g - sum_c pi g) for "
           "the unlabeled rows, class_weight * dlogits_l for the labeled ones (one classifier.backward); each "
@@ -184,7 +200,10 @@ MANIFEST = (
           "[:, :latent_dim], (dmu, dlogvar) = reparam.backward(dz) + w pi (mu, (exp(logvar) - 1) / 2), then both "
           "heads into encoder.backward; with gen_weight = 0 (pi is None) only the labeled cross-entropy",
           "the gradient of the last M2 loss (labels enumerated and weighted by q(y|x), KL(q(y|x) || uniform), the "
-          "weighted labeled cross-entropy) into every parameter's .grad (added, never zeroed)", "ssvae"),
+          "weighted labeled cross-entropy) into every parameter's .grad (added, never zeroed)", "ssvae",
+          twins=(Twin("ssvae.py", "SSVAE._generative_terms_fast", "SSVAE._generative_terms",
+                      body=SSVAE_TERMS_DELEGATION),),
+          hidden=(("ssvae.py", "SSVAE._encoder_split_fast"), ("ssvae.py", "SSVAE._encoder_split_backward_fast"))),
 )
 
 # What gives each answer away, for hint levels "short" and "none" (the handout checks that none of it survives):
@@ -216,7 +235,7 @@ FORMULAS = {
     "SSVAE.backward": ("pi*(g-xp.sum(pi*g", "w(a_nc+logpi_nc+1)"),
 }
 RESTATES = {
-    "Dense.backward": (("gan.py", "input_gradient"),),
+    "Dense.backward": (("gan.py", "input_gradient"), ("ssvae.py", "SSVAE._encoder_split_backward_fast")),
     "Sigmoid.backward": (("gan.py", "VAEGAN.backward"),),
     "VAE.elbo_backward": (("gan.py", "VAEGAN._encoder_backward"), ("ssvae.py", "SSVAE.backward")),
 }
