@@ -87,3 +87,26 @@ def test_train_knows_the_new_kinds(tmp_path, capsys, argv):
         assert model.components == 7 and model.activation == "elu"
     else:
         assert model.class_weight == 50.0 and model.num_classes == 10
+
+
+def test_static_binarization_and_the_homeworks_subsets_need_the_full_sets(tmp_path, capsys):
+    out = tmp_path / "static"
+    assert main(["reproduce", "cs236", "--quick", "--quiet", "--no-figures", "--models", "vae", "--binarize", "static",
+                 "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["binarize"] == "static" and results["subsets"] == "first" and list(results["models"]) == ["vae"]
+    capsys.readouterr()
+    # mnist-small (the first 10,000 training images) lacks some of the homework's hand-picked images: said clearly
+    assert main(["reproduce", "cs236", "--quick", "--quiet", "--subsets", "cs236", "--out", str(tmp_path / "x")]) == 2
+    assert "cs236_subset: the homework's" in capsys.readouterr().err
+
+
+def test_the_homeworks_subsets_are_ten_of_each_digit_with_one_image_named_twice():
+    labels = np.repeat(np.arange(10), 7000)  # enough images of each digit, in blocks
+    for split, twice in (("train", 2176), ("test", 128)):
+        idx = datasets.cs236_subset(labels, split)
+        assert len(idx) == 100 and (np.bincount(labels[idx]) == 10).all() and len(set(idx.tolist())) == 99
+        digit = 4 if split == "train" else 5
+        assert (idx == digit * 7000 + twice).sum() == 2
+    with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
+        datasets.cs236_subset(labels, "valid")

@@ -14,8 +14,9 @@ def _args_reproduce(p):
                    help="MNIST: mnist-small (bundled), mnist, or a folder of the four IDX files (all 60,000 "
                         "training images for the bands)")
     p.add_argument("--quick", action="store_true", help="far fewer steps (about a minute on the bundled data, for CI)")
-    p.add_argument("--binarize", choices=("dynamic", "none"), default="dynamic",
-                   help="training images: a new Bernoulli draw at every batch (the homework's), or grey levels")
+    p.add_argument("--binarize", choices=("dynamic", "static", "none"), default="dynamic",
+                   help="training images: a new Bernoulli draw at every batch (dynamic, the homework's), one draw "
+                        "(static, seed 1) or grey levels (none); the test images are drawn once (seed 0)")
     p.add_argument("--out", default="runs/cs236", help="folder for results.json, the checkpoints and the figures")
     p.add_argument("--models", default="vae,gmvae,ssvae,classifier",
                    help="which of vae, gmvae, ssvae, classifier to train (comma-separated)")
