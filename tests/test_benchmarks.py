@@ -59,3 +59,18 @@ def test_docs_speak_of_the_project_and_state_the_training_prefix():
     readme = (ROOT / "README.md").read_text()
     assert "download.pytorch.org/whl/cpu" in readme
     assert "at every latent size" not in readme  # a claim the measurements do not support (PCA wins at k = 64)
+
+
+def test_cs236_step_benchmark_prints_both_columns_and_a_projection(clone):
+    proc = _run(clone, ["benchmarks/bench_cs236.py", "--steps", "2", "--repeats", "1", "--models", "gmvae,classifier"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()
+            if line.split() and line.split()[0] in ("gmvae", "classifier")}
+    assert set(rows) == {"gmvae", "classifier"}, proc.stdout
+    for kind, steps in (("gmvae", 20000), ("classifier", 30000)):
+        fast, plain, _, iterations, projected = (float(v) for v in rows[kind][1:])
+        assert fast > 0 and plain > 0 and iterations == steps
+        assert abs(projected - fast * steps / 1e3) <= 1, rows[kind]  # the projection is ms/step times the steps
+    assert "projected training time" in proc.stdout
+    bad = _run(clone, ["benchmarks/bench_cs236.py", "--models", "vea"])
+    assert bad.returncode == 2 and "unknown ['vea']" in bad.stderr
