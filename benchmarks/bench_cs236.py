@@ -1,14 +1,17 @@
 """Time a training step of each model of `tinyvae reproduce cs236` and project the table's training time.
 
     python benchmarks/bench_cs236.py [--data DIR] [--steps 40] [--repeats 5] [--models vae,gmvae,ssvae,classifier]
-                                     [--backend numpy|cupy] [--no-plain]
+                                     [--backend numpy|cupy] [--no-plain] [--no-torch]
 
 Each model is built and trained exactly as ``tinyvae.reproduce`` does (its settings, ``fit_iterations``, batch 97,
 the training images binarized at every step; the classifier alone steps only its own parameters). A timing is
-``--steps`` steps of ``fit_iterations``; the table prints the median of ``--repeats`` timings in ms per step, for
-the fast path and for plain mode (``tinyvae.use_plain``: every formula as written, the reference), both measured in
-this one process, their ratio, and the training time that the fast path projects for the homework's step counts.
-The evaluation (about a minute for the VAE's whole-test-set IWAE bound at m = 1000) is not included.
+``--steps`` steps; the table prints the median of ``--repeats`` timings in ms per step for
+  - tinyvae's fast path;
+  - plain mode (``tinyvae.use_plain``: every formula as written, the reference);
+  - the same model in PyTorch on the CPU (benchmarks/torch_cs236.py: autograd, torch.optim.Adam, the same batches
+    drawn and binarized with torch), when torch is installed (pip install -e ".[bench]");
+all measured in this one process, with their ratios and the training time each projects for the homework's step
+counts. The evaluation (about a minute for the VAE's whole-test-set IWAE bound at m = 1000) is not included.
 """
 import argparse
 import statistics
@@ -26,22 +29,38 @@ ITERATIONS = {"vae": "vae_iterations", "gmvae": "gmvae_iterations", "ssvae": "ss
               "classifier": "ssvae_iterations"}
 
 
-def build(kind, data, settings):
-    """(model, optimizer or None, labeled images or None) as ``reproduce.run`` makes them for ``kind``."""
+def labeled_images(data, settings):
+    """The labeled training images and labels of the SSVAE and the classifier alone: 10 of each digit."""
+    labeled = tv.datasets.per_class_subset(data.y_train, settings["per_class"])
+    return data.x_train[labeled], data.y_train[labeled]
+
+
+def median_ms(train, steps, repeats, sync=tv.backend.synchronize):
+    """The median over ``repeats`` of the ms per step of ``train(steps, seed)`` (after two untimed steps)."""
+    train(2, 0)
+    times = []
+    for seed in range(1, repeats + 1):
+        sync()
+        start = time.perf_counter()
+        train(steps, seed)
+        sync()
+        times.append((time.perf_counter() - start) / steps)
+    return 1e3 * statistics.median(times)
+
+
+def tinyvae_ms(kind, data, settings, steps, repeats):
+    """ms per step of ``kind`` built and trained as ``reproduce.run`` does."""
     arch = dict(input_dim=data.x_train.shape[1], hidden=settings["hidden"], activation="elu", rng=0)
+    labeled, optimizer = None, None
     if kind in ("vae", "gmvae"):
         extra = {"components": settings["components"]} if kind == "gmvae" else {}
-        return (GMVAE if kind == "gmvae" else tv.VAE)(latent_dim=settings["latent"], **arch, **extra), None, None
-    model = SSVAE(latent_dim=settings["ssvae_latent"], gen_weight=1.0 if kind == "ssvae" else 0.0,
-                  class_weight=settings["class_weight"], **arch)
-    labeled = tv.datasets.per_class_subset(data.y_train, settings["per_class"])
-    optimizer = Adam(model.classifier.parameters(), lr=settings["lr"]) if kind == "classifier" else None
-    return model, optimizer, (data.x_train[labeled], data.y_train[labeled])
-
-
-def ms_per_step(kind, data, settings, steps, repeats):
-    """The median over ``repeats`` of the ms per step of ``steps`` training steps (after two untimed steps)."""
-    model, optimizer, labeled = build(kind, data, settings)
+        model = (GMVAE if kind == "gmvae" else tv.VAE)(latent_dim=settings["latent"], **arch, **extra)
+    else:
+        model = SSVAE(latent_dim=settings["ssvae_latent"], gen_weight=1.0 if kind == "ssvae" else 0.0,
+                      class_weight=settings["class_weight"], **arch)
+        labeled = labeled_images(data, settings)
+        if kind == "classifier":
+            optimizer = Adam(model.classifier.parameters(), lr=settings["lr"])
     optimizer = optimizer or Adam(model.parameters(), lr=settings["lr"])
     x = tv.asarray(data.x_train)
 
@@ -49,15 +68,36 @@ def ms_per_step(kind, data, settings, steps, repeats):
         fit_iterations(model, x, n, batch_size=settings["batch_size"], lr=settings["lr"], seed=seed,
                        binarize="dynamic", progress=False, labeled=labeled, optimizer=optimizer)
 
-    train(2, seed=0)
-    times = []
-    for seed in range(1, repeats + 1):
-        tv.backend.synchronize()
-        start = time.perf_counter()
-        train(steps, seed)
-        tv.backend.synchronize()
-        times.append((time.perf_counter() - start) / steps)
-    return 1e3 * statistics.median(times)
+    return median_ms(train, steps, repeats)
+
+
+def torch_ms(kind, data, settings, steps, repeats):
+    """ms per step of the same model in PyTorch (torch_cs236), its batches drawn and binarized as fit_iterations
+    draws them: a fresh shuffle per pass, x ~ Bernoulli(pixels) for the batch and the labeled images."""
+    import torch
+    import torch_cs236
+
+    torch.manual_seed(0)
+    model, params = torch_cs236.build(kind, settings)
+    optimizer = torch.optim.Adam(params, lr=settings["lr"])
+    x, batch = torch.tensor(data.x_train), settings["batch_size"]  # copies of the host arrays
+    xl, yl = labeled_images(data, settings)
+    xl, yl = torch.tensor(xl), torch.tensor(yl, dtype=torch.int64)
+    per_pass = -(-x.shape[0] // batch)
+
+    def train(n, seed):
+        gen = torch.Generator().manual_seed(seed)
+        for step in range(n):
+            if step % per_pass == 0:
+                perm = torch.randperm(x.shape[0], generator=gen)
+            i = step % per_pass
+            xb = torch.bernoulli(x[perm[i * batch:(i + 1) * batch]], generator=gen)
+            extra = () if kind in ("vae", "gmvae") else (torch.bernoulli(xl, generator=gen), yl)
+            optimizer.zero_grad()
+            model.loss(xb, *extra).backward()
+            optimizer.step()
+
+    return median_ms(train, steps, repeats, sync=lambda: None)
 
 
 def main(argv=None):
@@ -68,34 +108,47 @@ def main(argv=None):
     parser.add_argument("--models", default=",".join(KINDS))
     parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
     parser.add_argument("--no-plain", action="store_true", help="skip the plain-mode column (the slow reference)")
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch column")
     args = parser.parse_args(argv)
     kinds = [k for k in args.models.split(",") if k]
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
         parser.error(f"--models: unknown {unknown}; expected some of {', '.join(KINDS)}")
     tv.use(args.backend)
+    with_torch = not args.no_torch and args.backend == "numpy"
+    if with_torch:
+        try:
+            import torch
+            print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads")
+        except ImportError:
+            print("(torch is not installed: pip install -e '.[bench]' for the PyTorch column)")
+            with_torch = False
     print("\n".join(machine.describe()))
     data, settings = tv.datasets.load(args.data, progress=False), reproduce.FULL
     print(f"CS236 training steps on {data.name}, backend {args.backend}, float32, batch {settings['batch_size']}; "
           f"median of {args.repeats} timings of {args.steps} steps each")
-    print(f"{'model':<11} {'fast ms/step':>12} {'plain ms/step':>13} {'plain/fast':>10} {'steps':>7} "
-          f"{'projected s':>11}")
-    total = 0.0
+    print(f"{'model':<11} {'fast ms':>8} {'plain ms':>9} {'torch ms':>9} {'plain/fast':>10} {'fast/torch':>10} "
+          f"{'steps':>6} {'fast s':>7} {'torch s':>8}")
+    totals = {"fast": 0.0, "torch": 0.0}
+    nan = float("nan")
     for kind in kinds:
-        fast = ms_per_step(kind, data, settings, args.steps, args.repeats)
-        plain = float("nan")
+        fast = tinyvae_ms(kind, data, settings, args.steps, args.repeats)
+        plain = nan
         if not args.no_plain:
             tv.use_plain(True)
             try:
-                plain = ms_per_step(kind, data, settings, args.steps, args.repeats)
+                plain = tinyvae_ms(kind, data, settings, args.steps, args.repeats)
             finally:
                 tv.use_plain(False)
+        theirs = torch_ms(kind, data, settings, args.steps, args.repeats) if with_torch else nan
         iterations = settings[ITERATIONS[kind]]
-        total += fast * iterations / 1e3
-        print(f"{kind:<11} {fast:>12.2f} {plain:>13.2f} {plain / fast:>10.2f} {iterations:>7} "
-              f"{fast * iterations / 1e3:>11.0f}")
-    print(f"projected training time of these models (fast path): {total:.0f} s = {total / 60:.1f} min, "
-          f"without the evaluation")
+        totals["fast"] += fast * iterations / 1e3
+        totals["torch"] += theirs * iterations / 1e3
+        print(f"{kind:<11} {fast:>8.2f} {plain:>9.2f} {theirs:>9.2f} {plain / fast:>10.2f} {fast / theirs:>10.2f} "
+              f"{iterations:>6} {fast * iterations / 1e3:>7.0f} {theirs * iterations / 1e3:>8.0f}")
+    print(f"projected training time of these models: tinyvae {totals['fast']:.0f} s = {totals['fast'] / 60:.1f} min"
+          + (f", PyTorch {totals['torch']:.0f} s = {totals['torch'] / 60:.1f} min" if with_torch else "")
+          + ", without the evaluation")
 
 
 if __name__ == "__main__":
