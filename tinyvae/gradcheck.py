@@ -303,6 +303,30 @@ def vaegan_checks(seed=0):
             for name, params in model.networks().items()]
 
 
+def model_checks(seed, rng, x):
+    """(name, run) pairs: whole objectives, end to end (the pieces must also be wired together correctly), for
+    ``check_components``: its generator ``rng`` (drawn from as each check runs) and its images x (3, 8)."""
+    from .models import VAE, Autoencoder, ConditionalVAE, DenoisingAutoencoder
+
+    normal = lambda *shape: rng.standard_normal(shape, "float64")  # noqa: E731
+    checks = [
+        ("Autoencoder", lambda: check_model(Autoencoder(8, (6,), 3, dtype="float64", rng=rng), x,
+                                            name="Autoencoder")),
+        ("DenoisingAutoencoder", lambda: check_model(
+            DenoisingAutoencoder(8, (6,), 3, noise="masking", noise_level=0.3, dtype="float64", rng=rng), x,
+            rng=seed, name="DenoisingAutoencoder")),
+    ]
+    checks += [(f"VAE({lik}, beta=0.5)", lambda lik=lik: check_model(
+        VAE(8, (6,), 2, likelihood=lik, beta=0.5, dtype="float64", rng=rng), x, eps=normal(3, 2),
+        name=f"VAE({lik}, beta=0.5)")) for lik in ("bernoulli", "gaussian")]
+    return checks + [  # the importance-weighted objective (k codes per example) and the conditional VAE
+        ("VAE(k=3, IWAE)", lambda: check_model(VAE(8, (6,), 2, k=3, dtype="float64", rng=rng), x,
+                                               eps=normal(3, 3, 2), name="VAE(k=3, IWAE)")),
+        ("ConditionalVAE", lambda: check_model(ConditionalVAE(8, (6,), 2, num_classes=3, dtype="float64", rng=rng),
+                                               x, y=B.arange(3), eps=normal(3, 2), name="ConditionalVAE")),
+    ]
+
+
 def check_components(seed=0):
     """Gradient-check every component of the library on small float64 problems; returns one Report.
 
@@ -312,7 +336,6 @@ def check_components(seed=0):
     from . import gan, losses
     from .activations import ACTIVATIONS
     from .layers import Dense
-    from .models import VAE, Autoencoder, ConditionalVAE, DenoisingAutoencoder
     from .module import Sequential
     from .reparam import Reparameterize
 
@@ -355,23 +378,8 @@ def check_components(seed=0):
             [(0, "real_logits"), (1, "fake_logits")])),
         ("iwae_loss", lambda: _function_check("iwae_loss", losses.iwae_loss, (normal(3, 4) * 3.0,), [(0, "log_w")])),
         ("Reparameterize", reparameterize),
-        # Whole objectives, end to end: the pieces above must also be wired together correctly.
-        ("Autoencoder", lambda: check_model(Autoencoder(8, (6,), 3, dtype="float64", rng=rng), x,
-                                            name="Autoencoder")),
-        ("DenoisingAutoencoder", lambda: check_model(
-            DenoisingAutoencoder(8, (6,), 3, noise="masking", noise_level=0.3, dtype="float64", rng=rng), x,
-            rng=seed, name="DenoisingAutoencoder")),
     ]
-    checks += [(f"VAE({lik}, beta=0.5)", lambda lik=lik: check_model(
-        VAE(8, (6,), 2, likelihood=lik, beta=0.5, dtype="float64", rng=rng), x, eps=normal(3, 2),
-        name=f"VAE({lik}, beta=0.5)")) for lik in ("bernoulli", "gaussian")]
-    checks += [  # the importance-weighted objective (k codes per example) and the conditional VAE
-        ("VAE(k=3, IWAE)", lambda: check_model(VAE(8, (6,), 2, k=3, dtype="float64", rng=rng), x,
-                                               eps=normal(3, 3, 2), name="VAE(k=3, IWAE)")),
-        ("ConditionalVAE", lambda: check_model(ConditionalVAE(8, (6,), 2, num_classes=3, dtype="float64", rng=rng),
-                                               x, y=B.arange(3), eps=normal(3, 2), name="ConditionalVAE")),
-    ]
-
+    checks += model_checks(seed, rng, x)
     checks += value_checks(seed)
     checks += conv_checks(seed)
     checks += vaegan_checks(seed)
@@ -386,7 +394,7 @@ def check_components(seed=0):
 
 
 def cs236_checks(seed=0):
-    """(name, run) pairs for issue 21's models (CS236 homework 2): the log-mixture density's gradient into z, the
+    """(name, run) pairs for CS236 homework 2's models: the log-mixture density's gradient into z, the
     means and the variances; the GMVAE's whole objective (one sampled KL, eps fixed); and the M2 objective through
     its enumeration over the labels and q(y|x)'s weights, with the generative weight 1, 0 and in between."""
     from .gmvae import GMVAE, log_mixture_density, log_mixture_density_backward

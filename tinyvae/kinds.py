@@ -162,7 +162,7 @@ register(Kind(gan.VAEGAN, ("latent_dim", "hidden", "activation", "beta", "disc_h
                    "measures its samples."))
 
 
-# ---- issue 21 (CS236 homework 2): the mixture-prior VAE and the semi-supervised M2 ----
+# ---- CS236 homework 2: the mixture-prior VAE and the semi-supervised M2 ----
 def fit_ssvae(model, data, optimizer, history, *, epochs, batch_size, seed, progress, binarize="dynamic"):
     """M2 on every training image with the labels of the first 10 images of each digit (``datasets.
     per_class_subset``; ``tinyvae reproduce cs236`` uses the homework's hand-picked ones), every image binarized

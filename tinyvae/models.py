@@ -127,7 +127,7 @@ class _Base(Module):
         return {"model": self.kind, **{k: getattr(self, k) for k in self._config_keys}}
 
 
-ModelBase = _Base  # public name for models in other files that build on it (ssvae.SSVAE, issue 21)
+ModelBase = _Base  # public name for models in other files that build on it (ssvae.SSVAE)
 
 
 class Autoencoder(_Base):

@@ -243,8 +243,8 @@ def fit(model, x_train, epochs, batch_size=128, optimizer=None, x_val=None, seed
     A NaN or infinite loss stops training with FloatingPointError naming the epoch and step. With
     ``check_every=1`` it stops before that step's update, so the weights stay finite; with more, the updates of up
     to ``check_every - 1`` steps have already run, and the weights and optimizer state saved at the last check
-    (the last multiple of ``check_every`` steps, or the start of the epoch) are put back, so they are finite too. The model trains in training mode and is left in it. One progress bar
-    (``tqdm.auto``) covers the whole run.
+    (the last multiple of ``check_every`` steps, or the start of the epoch) are put back, so they are finite too.
+    The model trains in training mode and is left in it. One progress bar (``tqdm.auto``) covers the whole run.
     """
     x, y, x_val, y_val, optimizer, start_epoch, history = _checked_fit_args(
         model, x_train, epochs, batch_size, optimizer, x_val, lr, kl_warmup, clip, start_epoch, history, y_train,

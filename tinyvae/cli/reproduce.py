@@ -1,6 +1,6 @@
 """``tinyvae reproduce cs236``: Stanford CS236 homework 2's table (VAE, GMVAE, IWAE, SSVAE) beside its bands.
 
-A thin command over ``tinyvae.reproduce`` (issue 21), where the training, the evaluation and the table live.
+A thin command over ``tinyvae.reproduce``, where the training, the evaluation and the table live.
 """
 from pathlib import Path
 

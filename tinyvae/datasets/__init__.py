@@ -154,7 +154,7 @@ def _read_folder(name: str, folder: Path) -> Dataset:
     return Dataset(name, image_shape=shapes.pop(), **arrays)
 
 
-# ---- issue 21 (CS236): a fixed random binarization and a reproducible labeled subset ----
+# ---- CS236 homework 2: a fixed random binarization and a reproducible labeled subset ----
 def binarize(x: np.ndarray, seed: int = 0) -> np.ndarray:
     """A fixed random binarization of pixel intensities x in [0, 1]: 1 with probability x, else 0, drawn from
     ``np.random.default_rng(seed)`` in row-major order (so the same seed gives the same bits on every machine and

@@ -185,7 +185,7 @@ MANIFEST = (
           "...) (None if not self.input_grad); ADD dW and db with accumulate",
           "the gradients of y = cols W2^T + b: ADD dW and db into .grad, return dx through col2im (None if not "
           "self.input_grad)", "conv2d"),
-    # ---- issue 21 (CS236 homework 2): the log-mixture density's gradient and the M2 objective's backward ----
+    # ---- CS236 homework 2: the log-mixture density's gradient and the M2 objective's backward ----
     Entry("log_mixture_density_backward", "gmvae.py", "log_mixture_density_backward", 10,
           "l = log_normal_components(z, means, variances) (N, K); r = exp(l - logsumexp_k l) (the responsibilities, "
           "rows sum to 1); g = dlogp[:, None] * r; u = (z[:, None] - means[None]) / variances (N, K, d); "
@@ -529,7 +529,7 @@ def cases(e, seed, solution, visible=False):
     return make(rng, solution) if getattr(make, "needs_solution", False) else make(rng)
 
 
-# ---- issue 21 (CS236 homework 2): cases for the log-mixture density's gradient and the M2 backward ----
+# ---- CS236 homework 2: cases for the log-mixture density's gradient and the M2 backward ----
 
 
 def mixture_cases(rng):

@@ -215,7 +215,7 @@ SCENARIOS = {"dense": dense, "activation": activation, "bce": bce, "kl": kl, "re
              "adam": adam, "col2im": col2im, "conv2d": conv2d}
 
 
-# ---- issue 21 (CS236): the log-mixture density's gradient, and one M2 loss and backward ----
+# ---- CS236 homework 2: the log-mixture density's gradient, and one M2 loss and backward ----
 def mixture(tv, p, a):
     dz, dmeans, dvariances = tv.gmvae.log_mixture_density_backward(a["dlogp"], a["z"], a["means"], a["variances"])
     return {"dz": dz, "dmeans": dmeans, "dvariances": dvariances}
