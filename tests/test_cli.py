@@ -57,6 +57,55 @@ def assert_usage_error(code, err, *fragments, lines=1):
         assert fragment in err, f"{fragment!r} not in {err!r}"
 
 
+
+@pytest.mark.parametrize("kind, extra, pngs", [
+    ("gmvae", ["--components", "4"], COMMON_PNGS | {"samples.png", "manifold.png"}),  # a prior to draw, 2-D codes
+    ("ssvae", [], {"curves.png", "samples.png"}),  # a decoder p(x|z, y): one row of samples per digit
+])
+def test_train_writes_the_figures_of_the_cs236_models(kind, extra, pngs, tmp_path, capsys):
+    """The figures are chosen by what a model can do: M2 has no single-argument encoder to reconstruct with, but
+    decodes each label (it once crashed here after training, with its checkpoint already written)."""
+    out = tmp_path / kind
+    code, _, err = run_cli(["train", "--model", kind, *TINY, *extra, "--dataset", "mnist-small", "--out", out], capsys)
+    assert code == 0, err
+    assert {p.name for p in out.glob("*.png")} == pngs
+    for name in pngs:
+        assert_png(out / name)
+
+
+def test_a_binarized_run_is_evaluated_on_the_test_images_it_was_measured_on(tmp_path, capsys):
+    """A run trained with --binarize names its data set "(dynamically binarized)"; the commands that read its
+    checkpoint once took that display name for a data set to load, and failed."""
+    out = tmp_path / "bin"
+    code, _, err = run_cli(["train", "--model", "vae", *TINY, "--binarize", "dynamic", "--no-figures", "--out", out],
+                           capsys)
+    assert code == 0, err
+    trained = json.loads((out / "metrics.json").read_text())["test"]["test loss"]
+    code, stdout, err = run_cli(["evaluate", out / "model.npz", "--n", "20", "--k", "2"], capsys)
+    assert code == 0, err
+    assert "mnist-small (dynamically binarized)" in stdout
+    assert float(table_value(stdout, "test loss")) == pytest.approx(trained, abs=0.006)  # printed to 2 decimals
+    for argv in (["reconstruct", out / "model.npz", "--out", tmp_path / "r.png"],
+                 ["interpolate", out / "model.npz", "--out", tmp_path / "i.png"],
+                 ["score", out / "model.npz", "--n", "50"]):
+        code, _, err = run_cli(argv, capsys)
+        assert code == 0, err
+
+
+def test_an_ssvae_checkpoint_reports_its_accuracy_and_draws_digits_but_is_not_reconstructed(tmp_path, capsys):
+    out = tmp_path / "m2"
+    code, _, err = run_cli(["train", "--model", "ssvae", *TINY, "--no-figures", "--out", out], capsys)
+    assert code == 0, err
+    assert 0 <= json.loads((out / "metrics.json").read_text())["test"]["test accuracy (%)"] <= 100
+    code, stdout, err = run_cli(["evaluate", out / "model.npz", "--n", "20", "--k", "2"], capsys)
+    assert code == 0, err
+    assert 0 <= float(table_value(stdout, "test accuracy (%)")) <= 100
+    code, stdout, err = run_cli(["score", out / "model.npz", "--n", "50"], capsys)
+    assert code == 0 and "conditional accuracy" in stdout, err  # each digit drawn in turn and checked
+    for command in ("reconstruct", "interpolate"):
+        code, _, err = run_cli([command, out / "model.npz", "--out", tmp_path / "x.png"], capsys)
+        assert_usage_error(code, err, "conditional model (SSVAE)", "sample --digit")
+
 @pytest.fixture(scope="module")
 def vae_run(tmp_path_factory):
     """The output folder of a 784-32-2 VAE trained for one epoch by the CLI (shared: training is the slow part)."""

@@ -38,6 +38,11 @@ def test_quick_mode_writes_the_table_results_checkpoints_and_figures(tmp_path, c
         assert isinstance(checkpoint.load(out / f"{kind}.npz").model, cls)
     assert checkpoint.load(out / "classifier.npz").model.gen_weight == 0.0
     assert "nats per image" in printed and "BINARY digits" in printed
+    # tinyvae evaluate reads a checkpoint's data set and binarization from it: the table's whole-test-set -ELBO
+    assert checkpoint.load(out / "vae.npz").meta["train"] == {"dataset": "mnist-small", "binarize": "dynamic"}
+    assert main(["evaluate", str(out / "vae.npz"), "--n", "10", "--k", "2"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("test loss "))
+    assert float(row.split()[-1]) == pytest.approx(vae["nelbo_full"], abs=0.006)
 
 
 def test_rows_of_models_not_run_say_so_and_are_not_graded():

@@ -152,7 +152,8 @@ def run(dataset="mnist-small", quick=False, out="cs236", seed=0, binarize="dynam
     for kind in [k for k in KINDS if k in kinds]:
         train = _train_ssvae if kind in ("ssvae", "classifier") else _train_bounded
         models[kind], results["models"][kind] = train(kind, run, log)
-        checkpoint.save(models[kind], out / f"{kind}.npz", dataset=data.name, seed=seed)
+        checkpoint.save(models[kind], out / f"{kind}.npz", dataset=data.name, seed=seed,
+                        train={"dataset": data.name, "binarize": binarize})  # what tinyvae evaluate tests it on
         _write(out, results, settings, start)
     if figures:
         results["figures"] = _figures(models, out, seed)

@@ -147,17 +147,27 @@ def load_checkpoint(path):
     return checkpoint.load(path)
 
 
+def trained_on(ckpt, dataset=None):
+    """(data set name, binarize) of the run that wrote ``ckpt``: the name as ``load_data`` takes it (``dataset``,
+    i.e. --dataset, when given) and the run's --binarize. A run records both in meta["train"]; older checkpoints and
+    ``reproduce``'s name their data set in meta["dataset"]."""
+    train = ckpt.meta.get("train", {})
+    return dataset or train.get("dataset") or ckpt.meta.get("dataset", "mnist-small"), train.get("binarize") or "none"
+
+
 def checkpoint_and_data(args):
-    """(model, data) of a command with a CHECKPOINT and --dataset, on the backend asked for."""
+    """(model, data) of a command with a CHECKPOINT and --dataset, on the backend asked for: the test images as the
+    run saw them (binarized once, seed 0, for a run trained with --binarize static or dynamic)."""
     B.use(args.backend)
     ckpt = load_checkpoint(args.checkpoint)
-    name = args.dataset or ckpt.meta.get("dataset", "mnist-small")
-    return ckpt.model, load_data(name, progress=False)
+    name, binarize = trained_on(ckpt, args.dataset)
+    return ckpt.model, load_data(name, progress=False, binarize=binarize)
 
 
 def unconditional(model, args):
-    """A clear error for a conditional model in a command that does not pass it labels."""
-    if getattr(model, "needs_labels", False):
+    """A clear error for a conditional model (a decoder p(x|z, y): ConditionalVAE, SSVAE) in a command that does not
+    pass it labels."""
+    if getattr(model, "num_classes", None):
         raise UsageError(f"tinyvae {args.command}: error: {args.checkpoint} holds a conditional model "
                          f"({type(model).__name__}), which this command does not support: use tinyvae sample "
                          "--digit D, or the Python API with labels")

@@ -2,7 +2,7 @@
 from .. import backend as B
 from .. import metrics
 from .common import UsageError, add_checkpoint, at_least, checkpoint_and_data, load_checkpoint, load_data, \
-    subcommand, with_article, write_json
+    subcommand, trained_on, with_article, write_json
 from .report import print_figures, test_figures
 
 
@@ -21,8 +21,9 @@ def cmd_evaluate(args):
 
 
 def draw_samples(model, n, seed):
-    """n prior samples and the digits asked for: a conditional model (needs_labels) draws each digit in turn."""
-    if getattr(model, "needs_labels", False):
+    """n prior samples and the digits asked for: a conditional model (a decoder p(x|z, y): ConditionalVAE, SSVAE)
+    draws each digit in turn."""
+    if getattr(model, "num_classes", None):
         digits = B.arange(n) % model.num_classes
         return model.sample(n, rng=seed, digits=digits), digits
     return model.sample(n, rng=seed), None
@@ -49,7 +50,7 @@ def cmd_score(args):
     B.use(args.backend)
     ckpt = load_checkpoint(args.checkpoint)
     _scorable(ckpt.model, args)
-    data = load_data(args.dataset or ckpt.meta.get("dataset", "mnist-small"), progress=False)
+    data = load_data(trained_on(ckpt, args.dataset)[0], progress=False)  # grey levels: what the classifier reads
     samples, digits = draw_samples(ckpt.model, args.n, args.seed)
     real = B.asarray(data.x_test[:args.n])
     result = metrics.score(samples, real, digits=digits)

@@ -20,7 +20,7 @@ def write_figures(model, data, history, out, seed):
 
     x_test, labels = data.x_test, data.y_test
     written = [plots.training_curves(history, path=out / "curves.png", units=loss_units(model))]
-    if getattr(model, "needs_labels", False):  # a conditional model: its figures need the labels
+    if getattr(model, "num_classes", None):  # a decoder p(x|z, y) (ConditionalVAE, SSVAE): one row per digit
         written.append(plots.conditional_samples(model, per_digit=8, rng=seed, path=out / "samples.png"))
     else:
         written += [plots.reconstructions(model, x_test, path=out / "reconstructions.png"),

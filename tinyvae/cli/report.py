@@ -44,10 +44,13 @@ def loss_name(model):
 
 
 def test_figures(model, x, k=100, n_iwae=1000, labels=None):
-    """{name: value} of the test figures: loss, -ELBO, recon (+ squared error), KL, IWAE bound, active units.
+    """{name: value} of the test figures: loss, -ELBO, recon (+ squared error), KL, IWAE bound, active units, and
+    the test accuracy of a model with a classifier inside (M2's q(y|x)).
 
-    ``labels`` (the test labels) are used by a conditional model only (its figures are then given the labels).
+    ``labels`` (the test labels) are given to a conditional model's figures, and score a classifier's accuracy.
     """
+    accuracy = {"test accuracy (%)": 100.0 * model.accuracy(x, labels)} if (
+        hasattr(model, "accuracy") and labels is not None) else {}
     labels = labels if getattr(model, "needs_labels", False) else None
     test = evaluate(model, x, labels=labels)
     const = recon_constant(model)
@@ -65,7 +68,7 @@ def test_figures(model, x, k=100, n_iwae=1000, labels=None):
         figures[f"test IWAE NLL bound{given} (k={k}, {n} images)"] = iwae_bound(
             model, x[:n], k=k, labels=None if labels is None else labels[:n])
         figures["active units"] = active_units(model, x, labels=labels)
-    return figures
+    return {**figures, **accuracy}
 
 
 def print_figures(figures, model, dataset):
