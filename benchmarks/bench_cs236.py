@@ -8,8 +8,9 @@ the training images binarized at every step; the classifier alone steps only its
 ``--steps`` steps; the table prints the median of ``--repeats`` timings in ms per step for
   - tinyvae's fast path;
   - plain mode (``tinyvae.use_plain``: every formula as written, the reference);
-  - the same model in PyTorch on the CPU (benchmarks/torch_cs236.py: autograd, torch.optim.Adam, the same batches
-    drawn and binarized with torch), when torch is installed (pip install -e ".[bench]");
+  - the same model in PyTorch (benchmarks/torch_cs236.py: autograd, torch.optim.Adam, the same batches drawn and
+    binarized with torch), on the CPU, or on CUDA beside ``--backend cupy``, when torch is installed
+    (pip install -e ".[bench]");
 all measured in this one process, with their ratios and the training time each projects for the homework's step
 counts. The evaluation (about a minute for the VAE's whole-test-set IWAE bound at m = 1000) is not included.
 """
@@ -71,25 +72,27 @@ def tinyvae_ms(kind, data, settings, steps, repeats):
     return median_ms(train, steps, repeats)
 
 
-def torch_ms(kind, data, settings, steps, repeats):
-    """ms per step of the same model in PyTorch (torch_cs236), its batches drawn and binarized as fit_iterations
-    draws them: a fresh shuffle per pass, x ~ Bernoulli(pixels) for the batch and the labeled images."""
+def torch_ms(kind, data, settings, steps, repeats, device="cpu"):
+    """ms per step of the same model in PyTorch (torch_cs236) on ``device`` ("cuda" beside tinyvae on CuPy), its
+    batches drawn and binarized as fit_iterations draws them: a fresh shuffle per pass, x ~ Bernoulli(pixels) for
+    the batch and the labeled images, all on the device."""
     import torch
     import torch_cs236
 
     torch.manual_seed(0)
     model, params = torch_cs236.build(kind, settings)
+    model.to(device)
     optimizer = torch.optim.Adam(params, lr=settings["lr"])
-    x, batch = torch.tensor(data.x_train), settings["batch_size"]  # copies of the host arrays
+    x, batch = torch.tensor(data.x_train, device=device), settings["batch_size"]  # copies of the host arrays
     xl, yl = labeled_images(data, settings)
-    xl, yl = torch.tensor(xl), torch.tensor(yl, dtype=torch.int64)
+    xl, yl = torch.tensor(xl, device=device), torch.tensor(yl, dtype=torch.int64, device=device)
     per_pass = -(-x.shape[0] // batch)
 
     def train(n, seed):
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator(device=device).manual_seed(seed)
         for step in range(n):
             if step % per_pass == 0:
-                perm = torch.randperm(x.shape[0], generator=gen)
+                perm = torch.randperm(x.shape[0], generator=gen, device=device)
             i = step % per_pass
             xb = torch.bernoulli(x[perm[i * batch:(i + 1) * batch]], generator=gen)
             extra = () if kind in ("vae", "gmvae") else (torch.bernoulli(xl, generator=gen), yl)
@@ -97,7 +100,7 @@ def torch_ms(kind, data, settings, steps, repeats):
             model.loss(xb, *extra).backward()
             optimizer.step()
 
-    return median_ms(train, steps, repeats, sync=lambda: None)
+    return median_ms(train, steps, repeats, sync=torch.cuda.synchronize if device == "cuda" else lambda: None)
 
 
 def main(argv=None):
@@ -115,13 +118,16 @@ def main(argv=None):
     if unknown:
         parser.error(f"--models: unknown {unknown}; expected some of {', '.join(KINDS)}")
     tv.use(args.backend)
-    with_torch = not args.no_torch and args.backend == "numpy"
+    device = "cuda" if args.backend == "cupy" else "cpu"  # PyTorch on the same kind of device as tinyvae
+    with_torch = not args.no_torch
     if with_torch:
         try:
             import torch
-            print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads")
-        except ImportError:
-            print("(torch is not installed: pip install -e '.[bench]' for the PyTorch column)")
+            if device == "cuda" and not torch.cuda.is_available():
+                raise ImportError("this torch has no CUDA device")
+            print(f"PyTorch {torch.__version__} on {device}, {torch.get_num_threads()} CPU threads")
+        except ImportError as err:
+            print(f"(no PyTorch column: {err}; pip install -e '.[bench]' brings torch)")
             with_torch = False
     print("\n".join(machine.describe()))
     data, settings = tv.datasets.load(args.data, progress=False), reproduce.FULL
@@ -140,7 +146,7 @@ def main(argv=None):
                 plain = tinyvae_ms(kind, data, settings, args.steps, args.repeats)
             finally:
                 tv.use_plain(False)
-        theirs = torch_ms(kind, data, settings, args.steps, args.repeats) if with_torch else nan
+        theirs = torch_ms(kind, data, settings, args.steps, args.repeats, device) if with_torch else nan
         iterations = settings[ITERATIONS[kind]]
         totals["fast"] += fast * iterations / 1e3
         totals["torch"] += theirs * iterations / 1e3

@@ -97,7 +97,7 @@ class M2(GaussianCoder):
         n, c = x.shape[0], self.classes
         log_pi = F.log_softmax(self.classifier(x), dim=1)
         pi = log_pi.exp()
-        onehot = torch.eye(c, dtype=x.dtype).repeat(n, 1)  # row n * C + c holds (x_n, e_c)
+        onehot = torch.eye(c, dtype=x.dtype, device=x.device).repeat(n, 1)  # row n * C + c holds (x_n, e_c)
         x_rep = x.repeat_interleave(c, dim=0)
         mu, logvar, _, z = self.encode_sample(torch.cat([x_rep, onehot], dim=1))
         rec = self.recon(self.decoder(torch.cat([z, onehot], dim=1)), x_rep).view(n, c)

@@ -114,3 +114,26 @@ def test_the_pytorch_cs236_models_are_tinyvaes_networks(monkeypatch):
     monkeypatch.setattr(torch, "randn_like", torch.zeros_like)  # the twin's noise, 0 like ours
     got = float(twin.loss(*(torch.tensor(tv.to_numpy(a)) for a in (x, xl, yl))).detach())
     assert got == pytest.approx(expected, rel=1e-12)
+
+
+def test_cs236_step_benchmark_runs_tinyvaes_cupy_paths_under_the_stand_in(monkeypatch, capsys):
+    """gpu_check.sh runs bench_cs236 with --backend cupy on a card; here the CuPy stand-in runs the same code, and
+    PyTorch, with no CUDA device here, is left out in a line that says why."""
+    import tinyvae as tv
+    from tinyvae import backend
+    from tinyvae.testing import fakecupy
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_cs236
+
+    undo = fakecupy.install(backend)
+    try:
+        bench_cs236.main(["--backend", "cupy", "--data", "mnist-small", "--steps", "2", "--repeats", "1",
+                          "--no-plain", "--models", "ssvae"])
+    finally:
+        undo()
+        tv.use("numpy")
+    printed = capsys.readouterr().out
+    row = next(line.split() for line in printed.splitlines() if line.startswith("ssvae "))
+    assert float(row[1]) > 0 and row[3] == "nan"  # tinyvae timed; no PyTorch column without CUDA
+    assert "backend cupy" in printed and "no PyTorch column" in printed
