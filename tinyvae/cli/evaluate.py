@@ -50,7 +50,7 @@ def cmd_score(args):
     B.use(args.backend)
     ckpt = load_checkpoint(args.checkpoint)
     _scorable(ckpt.model, args)
-    data = load_data(trained_on(ckpt, args.dataset)[0], progress=False)  # grey levels: what the classifier reads
+    data = load_data(trained_on(ckpt, args.dataset)[0], progress=False)  # grey levels, as the classifier reads
     samples, digits = draw_samples(ckpt.model, args.n, args.seed)
     real = B.asarray(data.x_test[:args.n])
     result = metrics.score(samples, real, digits=digits)
