@@ -182,9 +182,9 @@ register(Kind(GMVAE, MLP + ("beta", "components"), new_options=(
            "mixture prior"),)))
 register(Kind(SSVAE, ("latent_dim", "hidden", "activation", "gen_weight", "class_weight"), data_args=labelled_input,
               fit=fit_ssvae, training=("binarize",), binarize="dynamic",
-              note="M2's loss is gen_weight x its bound on -log p(x) (labels enumerated) + class_weight x the "
-                   "labeled cross-entropy; it trains on binarized images (a new draw per batch) unless --binarize "
-                   "says otherwise.",
+              note="M2's test loss is its bound on -log p(x), the label summed out; it trains on gen_weight x that "
+                   "bound + class_weight x the labeled cross-entropy, on binarized images (a new draw per batch) "
+                   "unless --binarize says otherwise.",
               new_options=(Option("--gen-weight", "gen_weight", None, "float",
                                   "weight of an SSVAE's generative term, 0 for the classifier alone (default 1)",
                                   "generative term"),
