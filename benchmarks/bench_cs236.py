@@ -3,7 +3,7 @@
     python benchmarks/bench_cs236.py [--data DIR] [--steps 40] [--repeats 5] [--models vae,gmvae,ssvae,classifier]
                                      [--backend numpy|cupy] [--no-plain] [--no-torch]
 
-Each model is built and trained exactly as ``tinyvae.reproduce`` does (its settings, ``fit_iterations``, batch 97,
+Each model is built and trained as ``tinyvae.reproduce`` does (``reproduce.build``, ``fit_iterations``, batch 97,
 the training images binarized at every step; the classifier alone steps only its own parameters). A timing is
 ``--steps`` steps; the table prints the median of ``--repeats`` timings in ms per step for
   - tinyvae's fast path;
@@ -15,61 +15,39 @@ all measured in this one process, with their ratios and the training time each p
 counts. The evaluation (about a minute for the VAE's whole-test-set IWAE bound at m = 1000) is not included.
 """
 import argparse
-import statistics
-import time
 
 import machine
 import tinyvae as tv
+from bench_step import median_ms
 from tinyvae import reproduce
-from tinyvae.gmvae import GMVAE
 from tinyvae.optim import Adam
-from tinyvae.ssvae import SSVAE, fit_iterations
-
-KINDS = ("vae", "gmvae", "ssvae", "classifier")
-ITERATIONS = {"vae": "vae_iterations", "gmvae": "gmvae_iterations", "ssvae": "ssvae_iterations",
-              "classifier": "ssvae_iterations"}
+from tinyvae.ssvae import fit_iterations
 
 
 def labeled_images(data, settings):
-    """The labeled training images and labels of the SSVAE and the classifier alone: 10 of each digit."""
+    """The labeled training images and labels of the SSVAE and the classifier alone: the first 10 of each digit
+    (reproduce's hand-picked ones are not all in the bundled data; which images does not change a step's time)."""
     labeled = tv.datasets.per_class_subset(data.y_train, settings["per_class"])
     return data.x_train[labeled], data.y_train[labeled]
 
 
-def median_ms(train, steps, repeats, sync=tv.backend.synchronize):
-    """The median over ``repeats`` of the ms per step of ``train(steps, seed)`` (after two untimed steps)."""
-    train(2, 0)
-    times = []
-    for seed in range(1, repeats + 1):
-        sync()
-        start = time.perf_counter()
-        train(steps, seed)
-        sync()
-        times.append((time.perf_counter() - start) / steps)
-    return 1e3 * statistics.median(times)
+def ms_per_step(train, steps, repeats, sync=None):
+    """The median over ``repeats`` timings of ``train(steps)`` (one untimed first), in ms per step."""
+    return median_ms(lambda: train(steps), repeats, warmup=1, sync=sync) / steps
 
 
 def tinyvae_ms(kind, data, settings, steps, repeats):
-    """ms per step of ``kind`` built and trained as ``reproduce.run`` does."""
-    arch = dict(input_dim=data.x_train.shape[1], hidden=settings["hidden"], activation="elu", rng=0)
-    labeled, optimizer = None, None
-    if kind in ("vae", "gmvae"):
-        extra = {"components": settings["components"]} if kind == "gmvae" else {}
-        model = (GMVAE if kind == "gmvae" else tv.VAE)(latent_dim=settings["latent"], **arch, **extra)
-    else:
-        model = SSVAE(latent_dim=settings["ssvae_latent"], gen_weight=1.0 if kind == "ssvae" else 0.0,
-                      class_weight=settings["class_weight"], **arch)
-        labeled = labeled_images(data, settings)
-        if kind == "classifier":
-            optimizer = Adam(model.classifier.parameters(), lr=settings["lr"])
+    """ms per step of ``kind`` built (``reproduce.build``) and trained (``fit_iterations``) as the table is."""
+    model, optimizer = reproduce.build(kind, settings, data.x_train.shape[1], seed=0)
     optimizer = optimizer or Adam(model.parameters(), lr=settings["lr"])
+    labeled = None if kind in ("vae", "gmvae") else labeled_images(data, settings)
     x = tv.asarray(data.x_train)
 
-    def train(n, seed):
-        fit_iterations(model, x, n, batch_size=settings["batch_size"], lr=settings["lr"], seed=seed,
+    def train(n):
+        fit_iterations(model, x, n, batch_size=settings["batch_size"], lr=settings["lr"], seed=0,
                        binarize="dynamic", progress=False, labeled=labeled, optimizer=optimizer)
 
-    return median_ms(train, steps, repeats)
+    return ms_per_step(train, steps, repeats)
 
 
 def torch_ms(kind, data, settings, steps, repeats, device="cpu"):
@@ -88,8 +66,8 @@ def torch_ms(kind, data, settings, steps, repeats, device="cpu"):
     xl, yl = torch.tensor(xl, device=device), torch.tensor(yl, dtype=torch.int64, device=device)
     per_pass = -(-x.shape[0] // batch)
 
-    def train(n, seed):
-        gen = torch.Generator(device=device).manual_seed(seed)
+    def train(n):
+        gen = torch.Generator(device=device).manual_seed(0)
         for step in range(n):
             if step % per_pass == 0:
                 perm = torch.randperm(x.shape[0], generator=gen, device=device)
@@ -100,7 +78,7 @@ def torch_ms(kind, data, settings, steps, repeats, device="cpu"):
             model.loss(xb, *extra).backward()
             optimizer.step()
 
-    return median_ms(train, steps, repeats, sync=torch.cuda.synchronize if device == "cuda" else lambda: None)
+    return ms_per_step(train, steps, repeats, sync=torch.cuda.synchronize if device == "cuda" else lambda: None)
 
 
 def main(argv=None):
@@ -108,15 +86,15 @@ def main(argv=None):
     machine.add_data_argument(parser)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--models", default=",".join(KINDS))
+    parser.add_argument("--models", default=",".join(reproduce.KINDS))
     parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
     parser.add_argument("--no-plain", action="store_true", help="skip the plain-mode column (the slow reference)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch column")
     args = parser.parse_args(argv)
     kinds = [k for k in args.models.split(",") if k]
-    unknown = sorted(set(kinds) - set(KINDS))
+    unknown = sorted(set(kinds) - set(reproduce.KINDS))
     if unknown:
-        parser.error(f"--models: unknown {unknown}; expected some of {', '.join(KINDS)}")
+        parser.error(f"--models: unknown {unknown}; expected some of {', '.join(reproduce.KINDS)}")
     tv.use(args.backend)
     device = "cuda" if args.backend == "cupy" else "cpu"  # PyTorch on the same kind of device as tinyvae
     with_torch = not args.no_torch
@@ -147,7 +125,7 @@ def main(argv=None):
             finally:
                 tv.use_plain(False)
         theirs = torch_ms(kind, data, settings, args.steps, args.repeats, device) if with_torch else nan
-        iterations = settings[ITERATIONS[kind]]
+        iterations = reproduce.iterations(kind, settings)
         totals["fast"] += fast * iterations / 1e3
         totals["torch"] += theirs * iterations / 1e3
         print(f"{kind:<11} {fast:>8.2f} {plain:>9.2f} {theirs:>9.2f} {plain / fast:>10.2f} {fast / theirs:>10.2f} "

@@ -23,6 +23,11 @@ def elu_mlp(sizes, last_activation=False):
     return nn.Sequential(*(layers if last_activation else layers[:-1]))
 
 
+def gaussian_kl(mu, logvar):
+    """KL(N(mu, exp(logvar)) || N(0, I)) per row, in closed form."""
+    return 0.5 * torch.sum(mu * mu + logvar.exp() - 1.0 - logvar, dim=1)
+
+
 def log_normal(z, mu, var):
     """log N(z; mu, diag(var)) summed over the last axis (broadcasting)."""
     return -0.5 * torch.sum((z - mu) ** 2 / var + torch.log(var) + LOG_2PI, dim=-1)
@@ -38,11 +43,10 @@ class GaussianCoder(nn.Module):
         self.decoder = elu_mlp([latent + label_dim, *reversed(hidden), input_dim])
 
     def encode_sample(self, inputs):
-        """(mu, logvar, eps, z) for the encoder's inputs, one z = mu + exp(logvar / 2) * eps each."""
+        """(mu, logvar, z) for the encoder's inputs, one z = mu + exp(logvar / 2) * eps each, eps ~ N(0, I)."""
         h = self.encoder(inputs)
         mu, logvar = self.mu(h), self.logvar(h)
-        eps = torch.randn_like(mu)
-        return mu, logvar, eps, mu + torch.exp(0.5 * logvar) * eps
+        return mu, logvar, mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
     @staticmethod
     def recon(logits, x):
@@ -56,9 +60,8 @@ class VAE(GaussianCoder):
 
     def loss(self, x):
         """The batch mean of recon + KL(q(z|x) || N(0, I)) (closed form)."""
-        mu, logvar, _, z = self.encode_sample(x)
-        kl = 0.5 * torch.sum(mu * mu + logvar.exp() - 1.0 - logvar, dim=1)
-        return torch.mean(self.recon(self.decoder(z), x) + kl)
+        mu, logvar, z = self.encode_sample(x)
+        return torch.mean(self.recon(self.decoder(z), x) + gaussian_kl(mu, logvar))
 
 
 class GMVAE(GaussianCoder):
@@ -76,7 +79,7 @@ class GMVAE(GaussianCoder):
 
     def loss(self, x):
         """The batch mean of recon + log q(z|x) - log p(z), one sample z per image."""
-        mu, logvar, _, z = self.encode_sample(x)
+        mu, logvar, z = self.encode_sample(x)
         kl = log_normal(z, mu, logvar.exp()) - self.log_prior(z)
         return torch.mean(self.recon(self.decoder(z), x) + kl)
 
@@ -99,9 +102,9 @@ class M2(GaussianCoder):
         pi = log_pi.exp()
         onehot = torch.eye(c, dtype=x.dtype, device=x.device).repeat(n, 1)  # row n * C + c holds (x_n, e_c)
         x_rep = x.repeat_interleave(c, dim=0)
-        mu, logvar, _, z = self.encode_sample(torch.cat([x_rep, onehot], dim=1))
+        mu, logvar, z = self.encode_sample(torch.cat([x_rep, onehot], dim=1))
         rec = self.recon(self.decoder(torch.cat([z, onehot], dim=1)), x_rep).view(n, c)
-        kl_z = (0.5 * torch.sum(mu * mu + logvar.exp() - 1.0 - logvar, dim=1)).view(n, c)
+        kl_z = gaussian_kl(mu, logvar).view(n, c)
         unlabeled = torch.sum(pi * (rec + kl_z), dim=1) + torch.sum(pi * log_pi, dim=1) + math.log(c)
         return self.gen_weight * unlabeled.mean() + self.class_weight * ce
 

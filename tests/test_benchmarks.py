@@ -77,11 +77,10 @@ def test_cs236_step_benchmark_prints_both_columns_and_a_projection(clone):
     assert bad.returncode == 2 and "unknown ['vea']" in bad.stderr
 
 
-@pytest.mark.needs("torch")
 def test_the_pytorch_cs236_models_are_tinyvaes_networks(monkeypatch):
     """bench_cs236's PyTorch column times the same models: the same parameter counts, and with tinyvae's weights
     copied in and the noise at 0, the same M2 objective (the enumeration, both KL terms, the weighted CE)."""
-    import torch
+    torch = pytest.importorskip("torch", reason="needs the optional package torch (pip install -e '.[bench]')")
     import tinyvae as tv
     from tinyvae import reproduce
     from tinyvae.layers import Dense

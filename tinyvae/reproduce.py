@@ -146,8 +146,7 @@ def run(dataset="mnist-small", quick=False, out="cs236", seed=0, binarize="dynam
     run = dict(data=data, x_train=B.asarray(data.x_train), x_sub=B.asarray(test_bin[subset]),
                x_full=B.asarray(test_bin), labeled=labeled, settings=settings, seed=seed,
                binarize="dynamic" if binarize == "dynamic" else "none",  # static: data binarized once already
-               progress=progress, arch=dict(input_dim=data.x_train.shape[1], hidden=settings["hidden"],
-                                            activation="elu", rng=seed))
+               progress=progress)
     models = {}
     for kind in [k for k in KINDS if k in kinds]:
         train = _train_ssvae if kind in ("ssvae", "classifier") else _train_bounded
@@ -169,16 +168,34 @@ def _write(out, results, settings, start):
         json.dump(results, f, indent=2)
 
 
+def build(kind, settings, input_dim, seed):
+    """(model, optimizer) for ``kind`` (one of KINDS) as the table trains it: the homework's 784-300-300 ELU networks
+    from ``seed``; the optimizer is None (fit_iterations' Adam over every parameter) except for the classifier
+    alone: at generative weight 0 the generative networks get no gradient and Adam would leave them as they are,
+    so it steps only the classifier's parameters (the same training, without updating 1.1 million zeros a step)."""
+    arch = dict(input_dim=input_dim, hidden=settings["hidden"], activation="elu", rng=seed)
+    if kind in ("vae", "gmvae"):
+        extra = {"components": settings["components"]} if kind == "gmvae" else {}
+        return (GMVAE if kind == "gmvae" else VAE)(latent_dim=settings["latent"], **arch, **extra), None
+    model = SSVAE(latent_dim=settings["ssvae_latent"], gen_weight=1.0 if kind == "ssvae" else 0.0,
+                  class_weight=settings["class_weight"], **arch)
+    return model, (Adam(model.classifier.parameters(), lr=settings["lr"]) if kind == "classifier" else None)
+
+
+def iterations(kind, settings):
+    """How many training steps ``kind`` takes: the SSVAE's count for the classifier alone too."""
+    return settings["ssvae_iterations" if kind == "classifier" else f"{kind}_iterations"]
+
+
 def _train_bounded(kind, run, log):
     """Train the VAE or the GMVAE, then bound -log p(x) on the test images: (model, its results)."""
     settings = run["settings"]
-    extra = {"components": settings["components"]} if kind == "gmvae" else {}
-    model = (GMVAE if kind == "gmvae" else VAE)(latent_dim=settings["latent"], **run["arch"], **extra)
-    history, seconds = _train(model, run["x_train"], settings[f"{kind}_iterations"], settings, run["seed"],
+    model, _ = build(kind, settings, run["data"].x_train.shape[1], run["seed"])
+    history, seconds = _train(model, run["x_train"], iterations(kind, settings), settings, run["seed"],
                               run["binarize"], run["progress"])
     bounds, eval_seconds = _timed(lambda: evaluate_bounds(model, run["x_sub"], run["x_full"], settings,
                                                           full_iwae=kind == "vae"))
-    log(f"{kind}: trained {settings[f'{kind}_iterations']} steps in {seconds:.0f} s; negative ELBO "
+    log(f"{kind}: trained {iterations(kind, settings)} steps in {seconds:.0f} s; negative ELBO "
         f"{bounds['nelbo_subset']:.2f} (subset), {bounds['nelbo_full']:.2f} (full test set); IWAE "
         + ", ".join(f"m={m}: {bounds[f'niwae_{m}_subset']:.2f}" for m in settings["iwae_m"])
         + f" (subset); evaluated in {eval_seconds:.0f} s")
@@ -188,17 +205,13 @@ def _train_bounded(kind, run, log):
 def _train_ssvae(kind, run, log):
     """Train M2 (kind "ssvae", generative weight 1) or its classifier alone ("classifier", weight 0), then measure
     the test accuracy: (model, its results)."""
-    settings, data, weight = run["settings"], run["data"], 1.0 if kind == "ssvae" else 0.0
-    model = SSVAE(latent_dim=settings["ssvae_latent"], gen_weight=weight, class_weight=settings["class_weight"],
-                  **run["arch"])
+    settings, data = run["settings"], run["data"]
+    model, optimizer = build(kind, settings, data.x_train.shape[1], run["seed"])
     labeled = (data.x_train[run["labeled"]], data.y_train[run["labeled"]])
-    # at weight 0 the generative networks get no gradient and Adam would leave them as they are: step only the
-    # classifier's parameters (the same training, without updating 1.1 million zeros per step)
-    optimizer = Adam(model.classifier.parameters(), lr=settings["lr"]) if weight == 0 else None
-    history, seconds = _train(model, run["x_train"], settings["ssvae_iterations"], settings, run["seed"],
+    history, seconds = _train(model, run["x_train"], iterations(kind, settings), settings, run["seed"],
                               run["binarize"], run["progress"], labeled=labeled, optimizer=optimizer)
     accuracy = 100.0 * model.accuracy(B.asarray(data.x_test), B.asarray(data.y_test))
-    log(f"{kind} (gen. weight {weight:g}): trained {settings['ssvae_iterations']} steps in {seconds:.0f} s; "
+    log(f"{kind} (gen. weight {model.gen_weight:g}): trained {iterations(kind, settings)} steps in {seconds:.0f} s; "
         f"test accuracy {accuracy:.2f}%")
     return model, {"train_seconds": seconds, "accuracy": accuracy, "history": history.to_dict()}
 

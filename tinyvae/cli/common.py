@@ -164,10 +164,15 @@ def checkpoint_and_data(args):
     return ckpt.model, load_data(name, progress=False, binarize=binarize)
 
 
+def conditional(model):
+    """Whether ``model`` decodes a label, p(x|z, y) (ConditionalVAE, SSVAE): its samples are drawn digit by digit and
+    it has no single-argument encoder for the reconstruction figures."""
+    return bool(getattr(model, "num_classes", None))
+
+
 def unconditional(model, args):
-    """A clear error for a conditional model (a decoder p(x|z, y): ConditionalVAE, SSVAE) in a command that does not
-    pass it labels."""
-    if getattr(model, "num_classes", None):
+    """A clear error for a conditional model in a command that does not pass it labels."""
+    if conditional(model):
         raise UsageError(f"tinyvae {args.command}: error: {args.checkpoint} holds a conditional model "
                          f"({type(model).__name__}), which this command does not support: use tinyvae sample "
                          "--digit D, or the Python API with labels")

@@ -1,8 +1,8 @@
 """``tinyvae evaluate`` (the test figures of a checkpoint) and ``tinyvae score`` (the quality of its samples)."""
 from .. import backend as B
 from .. import metrics
-from .common import UsageError, add_checkpoint, at_least, checkpoint_and_data, load_checkpoint, load_data, \
-    subcommand, trained_on, with_article, write_json
+from .common import UsageError, add_checkpoint, at_least, checkpoint_and_data, conditional, load_checkpoint, \
+    load_data, subcommand, trained_on, with_article, write_json
 from .report import print_figures, test_figures
 
 
@@ -21,9 +21,8 @@ def cmd_evaluate(args):
 
 
 def draw_samples(model, n, seed):
-    """n prior samples and the digits asked for: a conditional model (a decoder p(x|z, y): ConditionalVAE, SSVAE)
-    draws each digit in turn."""
-    if getattr(model, "num_classes", None):
+    """n prior samples and the digits asked for: a conditional model draws each digit in turn."""
+    if conditional(model):
         digits = B.arange(n) % model.num_classes
         return model.sample(n, rng=seed, digits=digits), digits
     return model.sample(n, rng=seed), None

@@ -3,6 +3,7 @@
 tinyvae.plots (matplotlib: a second or more to import) is imported by the commands that draw, when they draw.
 """
 from ..models import loss_units
+from .common import conditional
 
 # Every file name a run's figures may take: a replaced or resumed run removes them before writing its own.
 FIGURES = ("curves.png", "reconstructions.png", "latent_space.png", "interpolation.png", "samples.png",
@@ -20,7 +21,7 @@ def write_figures(model, data, history, out, seed):
 
     x_test, labels = data.x_test, data.y_test
     written = [plots.training_curves(history, path=out / "curves.png", units=loss_units(model))]
-    if getattr(model, "num_classes", None):  # a decoder p(x|z, y) (ConditionalVAE, SSVAE): one row per digit
+    if conditional(model):  # one row of samples per digit
         written.append(plots.conditional_samples(model, per_digit=8, rng=seed, path=out / "samples.png"))
     else:
         written += [plots.reconstructions(model, x_test, path=out / "reconstructions.png"),

@@ -47,10 +47,10 @@ def test_figures(model, x, k=100, n_iwae=1000, labels=None):
     """{name: value} of the test figures: loss, -ELBO, recon (+ squared error), KL, IWAE bound, active units, and
     the test accuracy of a model with a classifier inside (M2's q(y|x)).
 
-    ``labels`` (the test labels) are given to a conditional model's figures, and score a classifier's accuracy.
+    ``labels`` (the test labels) score that accuracy, and are given to a conditional model's other figures.
     """
-    accuracy = {"test accuracy (%)": 100.0 * model.accuracy(x, labels)} if (
-        hasattr(model, "accuracy") and labels is not None) else {}
+    with_classifier = hasattr(model, "accuracy") and labels is not None
+    accuracy = 100.0 * model.accuracy(x, labels) if with_classifier else None
     labels = labels if getattr(model, "needs_labels", False) else None
     test = evaluate(model, x, labels=labels)
     const = recon_constant(model)
@@ -68,7 +68,9 @@ def test_figures(model, x, k=100, n_iwae=1000, labels=None):
         figures[f"test IWAE NLL bound{given} (k={k}, {n} images)"] = iwae_bound(
             model, x[:n], k=k, labels=None if labels is None else labels[:n])
         figures["active units"] = active_units(model, x, labels=labels)
-    return {**figures, **accuracy}
+    if accuracy is not None:
+        figures["test accuracy (%)"] = accuracy
+    return figures
 
 
 def print_figures(figures, model, dataset):
